@@ -1,0 +1,274 @@
+"""One experiment: the paper's training recipe (He et al. §4.2), evaluation, checkpoint and resume.
+
+    resnet-study train --n 3 --dataset fashion-mnist --epochs 20
+
+- SGD, momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 after each milestone epoch (default 50 % and 75 % of
+  the run: every epoch budget is its own run with its own schedule), batch 128, cross-entropy.
+- The model that is reported is the model after the last epoch. The test set never chooses anything: when a
+  validation split is held out (`--val-split 5000`, the paper's 45k/5k), it is evaluated every epoch too.
+- After every epoch: a checkpoint (model, optimizer, epoch, RNG states, the epoch rows so far), then the run's shard
+  in the results store. The same command again resumes from the checkpoint; the shard is rebuilt from the
+  checkpoint's rows, so a `kill -9` at any moment leaves exactly one row per epoch after the re-run.
+- Hot path: data resident on the device as uint8, batched per-sample augmentation there, channels_last, bf16
+  autocast on CUDA, metrics accumulated on the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core import StudyError, data, store
+from core.config import ExperimentConfig
+from core.model import param_count, resnet
+
+EVAL_BATCH = 1000
+NUM_CLASSES = 10
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StudyError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise StudyError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- one epoch, evaluation
+
+
+def train_one_epoch(model, loader, optimizer, device, on_step=None) -> tuple[float, float, float, int]:
+    """Returns (mean loss, error fraction, seconds, images). One host<->device sync, at the end."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    _sync(device)
+    start = time.perf_counter()
+    for x, y in loader:
+        with _autocast(device):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().float() * len(y)
+        wrong += (out.argmax(1) != y).sum()
+        seen += len(y)
+        if on_step:
+            on_step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return loss_sum.item() / seen, wrong.item() / seen, seconds, seen
+
+
+@torch.inference_mode()
+def evaluate(model, loader, device) -> tuple[float, float, torch.Tensor]:
+    """Returns (mean loss, error fraction, 10x10 confusion counts [true, predicted]). No augmentation, big batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    confusion = torch.zeros(NUM_CLASSES * NUM_CLASSES, device=device, dtype=torch.long)
+    for x, y in loader:
+        with _autocast(device):
+            out = model(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+        confusion += torch.bincount(y * NUM_CLASSES + out.argmax(1), minlength=NUM_CLASSES * NUM_CLASSES)
+    confusion = confusion.view(NUM_CLASSES, NUM_CLASSES).cpu()
+    total = int(confusion.sum())
+    return loss_sum.item() / total, 1 - confusion.diag().sum().item() / total, confusion
+
+
+# ---------------------------------------------------------------- progress: a bar on a terminal, JSON lines otherwise
+
+
+class Progress:
+    def __init__(self, run_id: str, epochs: int, steps: int, mode: str = "auto"):
+        self.run_id, self.epochs, self.steps = run_id, epochs, steps
+        self.bar = None
+        if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                TimeElapsedColumn
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(run_id, total=epochs * steps, info="")
+
+    def resume_at(self, epoch: int) -> None:
+        if self.bar:
+            self.bar.update(self.task, completed=epoch * self.steps)
+
+    def step(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def epoch(self, row: dict) -> None:
+        if self.bar:
+            val = f" val {row['val_error']:.2%}" if row.get("val_error") is not None else ""
+            self.bar.update(self.task, info=f"epoch {row['epoch']}/{self.epochs}: train {row['train_error']:.2%} "
+                                            f"test {row['test_error']:.2%}{val} {row['images_per_second']:.0f} img/s")
+        else:
+            print(json.dumps({"run_id": self.run_id, **row}), flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------- the experiment
+
+
+@dataclass
+class RunOptions:
+    """Where and how to run: not part of the run's identity."""
+
+    results_dir: Path
+    data_dir: Path | None = None
+    device: str = "auto"
+    download: bool = False
+    progress: str = "auto"  # auto | bar | json
+    compile: bool = False
+
+
+def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[dict]:
+    return [{"run_id": run_id, "split": split, "true_label": t, "predicted_label": p, "true_class": classes[t],
+             "predicted_class": classes[p], "count": int(matrix[t, p])}
+            for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
+    """Train (or resume, or skip if finished) one experiment; returns its `runs` row."""
+    results_dir = Path(opts.results_dir)
+    run_id = cfg.run_id
+    previous = store.read_shard(results_dir, run_id) if (store.run_dir(results_dir, run_id)).exists() else None
+    if previous and previous["run"]["status"] == "completed":
+        log(f"{run_id}: already completed ({cfg.epochs} epochs, test error {previous['run']['test_error']:.4f}); "
+            f"nothing to do")
+        return previous["run"]
+
+    # Everything that can fail because of the user's input fails here, before the store holds anything.
+    store.ensure_writable(results_dir)
+    device = resolve_device(opts.device)
+    ds = data.prepare(cfg.dataset, opts.data_dir, download=opts.download, train_limit=cfg.train_limit,
+                      test_limit=cfg.test_limit, val_split=cfg.val_split, seed=cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = resnet(cfg.n, cfg.shortcut).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, foreach=True)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    mean, std = data.channel_stats(ds.train.images)
+    train_loader = data.DeviceLoader(ds.train, cfg.batch_size, mean, std, device=device, augment=cfg.augment,
+                                     shuffle=True, generator=generator)
+    test_loader = data.DeviceLoader(ds.test, EVAL_BATCH, mean, std, device=device)
+    val_loader = data.DeviceLoader(ds.val, EVAL_BATCH, mean, std, device=device) if ds.val else None
+    step_model = torch.compile(model) if opts.compile else model
+
+    folder = store.run_dir(results_dir, run_id)
+    ckpt_path = folder / store.CHECKPOINT_NAME
+    rows: list[dict] = []
+    start_epoch = 1
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"].cpu())
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        rows, start_epoch = ckpt["rows"], ckpt["epoch"] + 1
+        log(f"{run_id}: resuming after epoch {ckpt['epoch']}")
+
+    run_row = {
+        "run_id": run_id, "run_name": cfg.run_name, "n": cfg.n, "layers": cfg.layers, "shortcut": cfg.shortcut,
+        "dataset": cfg.dataset, "epochs": cfg.epochs, "augment": cfg.augment, "seed": cfg.seed,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+        "milestones": ",".join(map(str, cfg.milestones)), "warmup_epochs": cfg.warmup_epochs,
+        "val_split": cfg.val_split, "train_limit": cfg.train_limit, "test_limit": cfg.test_limit,
+        "train_size": len(ds.train), "val_size": len(ds.val) if ds.val else 0, "test_size": len(ds.test),
+        "params": param_count(model), "status": "running", "epochs_done": len(rows),
+        "started_at": (previous or {}).get("run", {}).get("started_at") or now(), "finished_at": None,
+        "updated_at": now(), "device": device_name(device), "torch_version": torch.__version__,
+        "train_seconds": sum(r["epoch_seconds"] for r in rows), "train_error": None, "test_loss": None,
+        "test_error": None, "val_loss": None, "val_error": None, "error_message": None,
+        "config": cfg.model_dump_json(),
+    }
+    store.write_shard(results_dir, run_row, rows, [])
+
+    progress = Progress(run_id, cfg.epochs, len(train_loader), opts.progress)
+    progress.resume_at(start_epoch - 1)
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            lr = cfg.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            train_loss, train_error, seconds, images = train_one_epoch(step_model, train_loader, optimizer, device,
+                                                                       progress.step)
+            test_loss, test_error, _ = evaluate(model, test_loader, device)
+            val_loss, val_error = evaluate(model, val_loader, device)[:2] if val_loader else (None, None)
+            row = {"run_id": run_id, "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_error": train_error,
+                   "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
+                   "epoch_seconds": seconds, "images_per_second": images / seconds}
+            rows.append(row)
+            _save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "rows": rows,
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(),
+            })
+            run_row.update(epochs_done=epoch, updated_at=now(), train_seconds=sum(r["epoch_seconds"] for r in rows),
+                           train_error=train_error, test_loss=test_loss, test_error=test_error, val_loss=val_loss,
+                           val_error=val_error)
+            store.write_shard(results_dir, run_row, rows, [])
+            progress.epoch(row)
+    except BaseException as e:
+        run_row.update(status="failed", updated_at=now(), error_message=f"{type(e).__name__}: {e}"[:2000])
+        store.write_shard(results_dir, run_row, rows, [])
+        raise
+    finally:
+        progress.close()
+
+    _, _, test_cm = evaluate(model, test_loader, device)
+    confusion = _confusion_rows(run_id, "test", test_cm, ds.classes)
+    if val_loader:
+        confusion += _confusion_rows(run_id, "val", evaluate(model, val_loader, device)[2], ds.classes)
+    run_row.update(status="completed", finished_at=now(), updated_at=now())
+    store.write_shard(results_dir, run_row, rows, confusion)
+    log(f"{run_id}: completed {cfg.epochs} epochs in {run_row['train_seconds']:.1f} s of training; "
+        f"test error {run_row['test_error']:.4f}" + (f", val error {run_row['val_error']:.4f}" if val_loader else ""))
+    return run_row

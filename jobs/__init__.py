@@ -1,0 +1,1 @@
+"""Batch-job layer: the `resnet-study` CLI and sweep specs."""

@@ -1,0 +1,241 @@
+"""`resnet-study`: one configured experiment per job, plus sweeps, the results store, the service and benchmarks.
+
+    resnet-study train --n 7 --dataset cifar10            # one run; the same command again resumes it
+    resnet-study model --n 18 --json                      # layers and parameters
+    resnet-study results query "SELECT * FROM runs"       # read-only SQL over the store
+    resnet-study sweep local jobs/demo.yaml --parallel 2  # a whole study as local processes
+    resnet-study serve --port 8000                        # the read-only results service
+
+Every problem the user can fix is reported as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+
+from core import StudyError
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click import exceptions as click_exc
+
+app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
+                          no_args_is_help=True)
+sweep_app = typer.Typer(help="Sweep specs: expand a grid into cells and run them (local, compose, Kubernetes).",
+                        no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures (training throughput, API latency).", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+app.add_typer(sweep_app, name="sweep")
+app.add_typer(bench_app, name="bench")
+
+ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
+                          help="Results store directory (shards + results.duckdb).")
+DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
+                       help="Data sets in torchvision's layouts: cifar-10-batches-py/, FashionMNIST/raw/.")
+
+
+def results_dir_or_default(results_dir: Optional[Path]) -> Path:
+    from core.store import default_results_dir
+
+    return Path(results_dir) if results_dir else default_results_dir()
+
+
+def config_error_line(e: ValidationError) -> str:
+    """The first pydantic error as `--option: message`, the way the user typed it."""
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across fields: the message names them
+        return msg
+    return f"--{str(err['loc'][0]).replace('_', '-')}: {msg} (got {err['input']!r})"
+
+
+def parse_int_list(text: Optional[str], option: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise StudyError(f"{option} takes comma-separated epoch numbers, e.g. {option} 82,123 (got {text!r})") from None
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    n: int = typer.Option(3, help="Blocks per stack: ResNet-(6n+2). n=3,5,7,9,18 give ResNet-20/32/44/56/110."),
+    shortcut: str = typer.Option("A", help="A (zero-pad identity), B (1x1 projection) or none (plain net)."),
+    dataset: str = typer.Option("cifar10", help="cifar10 or fashion-mnist."),
+    epochs: int = typer.Option(20, help="Epoch budget; the lr schedule scales with it."),
+    augment: str = typer.Option("paper", help="paper (pad+crop+flip), report (the original study's), none."),
+    seed: int = typer.Option(0, help="Seeds init, data order, augmentation and the validation split."),
+    batch_size: int = typer.Option(128, help="Training batch size."),
+    lr: float = typer.Option(0.1, help="Initial learning rate."),
+    milestones: Optional[str] = typer.Option(None, help="Epochs after which lr /= 10, e.g. 82,123 [default: 50%,75%]."),
+    warmup_epochs: int = typer.Option(0, help="Train the first K epochs at lr/10 (the paper's n=18 warm-up)."),
+    val_split: int = typer.Option(0, help="Hold out K training images, stratified (paper: 5000)."),
+    train_limit: Optional[int] = typer.Option(None, help="Use only the first K training images."),
+    test_limit: Optional[int] = typer.Option(None, help="Use only the first K test images."),
+    run_name: Optional[str] = typer.Option(None, help="Label for the run id (letters, digits, . _ -)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays on long GPU runs)."),
+    download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
+    progress: str = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json."),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Train one experiment (or resume it, or report that it is finished) and store its results."""
+    from core.config import ExperimentConfig
+    from core.train import RunOptions, run
+
+    try:
+        cfg = ExperimentConfig(
+            n=n, shortcut=shortcut, dataset=dataset, epochs=epochs, augment=augment, seed=seed, batch_size=batch_size,
+            lr=lr, milestones=parse_int_list(milestones, "--milestones"), warmup_epochs=warmup_epochs,
+            val_split=val_split, train_limit=train_limit, test_limit=test_limit, run_name=run_name,
+        )
+    except ValidationError as e:
+        raise StudyError(config_error_line(e)) from None
+    if progress not in ("auto", "bar", "json"):
+        raise StudyError(f"--progress: use auto, bar or json (got {progress!r})")
+    opts = RunOptions(results_dir=results_dir_or_default(results_dir), data_dir=data_dir, device=device,
+                      download=download, progress=progress, compile=compile)
+    run(cfg, opts, log=lambda msg: print(msg, file=sys.stderr))
+
+
+# ---------------------------------------------------------------- model
+
+
+@app.command()
+def model(
+    n: int = typer.Option(3, help="Blocks per stack."),
+    shortcut: str = typer.Option("A", help="A, B or none."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"layers": ..., "params": ...}.'),
+):
+    """Print the layer count (6n+2) and parameter count of ResNet-(6n+2)."""
+    from core.model import layers, param_count, resnet
+
+    try:
+        net = resnet(n, shortcut)
+    except ValueError as e:
+        raise StudyError(f"{e}; see resnet-study model --help") from None
+    info = {"layers": layers(n), "params": param_count(net)}
+    if as_json:
+        print(json.dumps(info))
+    else:
+        print(f"ResNet-{info['layers']} (n={n}, shortcut {shortcut}): {info['layers']} layers, "
+              f"{info['params']:,} parameters ({info['params'] / 1e6:.2f} M)")
+
+
+# ---------------------------------------------------------------- results
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns, title=title)
+        for r in rows:
+            table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
+        Console(width=max(120, os.get_terminal_size(0).columns if sys.stdout.isatty() else 200)).print(table)
+    else:
+        raise StudyError(f"--format: use table, csv or json (got {fmt!r})")
+
+
+@results_app.command("query")
+def results_query(
+    sql: str = typer.Argument(..., help="SQL over the tables runs, epochs, confusion."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Run read-only SQL over the results store, e.g. "SELECT run_id, test_error FROM runs"."""
+    import duckdb
+
+    from core import store
+
+    if fmt not in ("table", "csv", "json"):
+        raise StudyError(f"--format: use table, csv or json (got {fmt!r})")
+    rdir = results_dir_or_default(results_dir)
+    if rdir.is_dir() and os.access(rdir, os.W_OK):
+        store.sync(rdir)
+    con = store.connect_read(rdir)
+    try:
+        cur = con.execute(sql)
+    except duckdb.Error as e:
+        raise StudyError(f"query failed: {str(e).splitlines()[0]}") from None
+    columns = [d[0] for d in cur.description] if cur.description else []
+    print_rows(columns, cur.fetchall(), fmt)
+
+
+@results_app.command("sync")
+def results_sync(results_dir: Optional[Path] = ResultsDir):
+    """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
+    from core import store
+
+    rdir = results_dir_or_default(results_dir)
+    store.ensure_writable(rdir)
+    done = store.sync(rdir)
+    print(f"{store.db_path(rdir)}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
+
+
+# ---------------------------------------------------------------- the other parts register themselves here
+
+
+def _register_plugins() -> None:
+    import importlib
+
+    for module in ("jobs.sweep_cli", "jobs.bench_cli", "results_api.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app=app, results_app=results_app, sweep_app=sweep_app, bench_app=bench_app)
+
+
+_register_plugins()
+
+
+def main() -> None:
+    """Console entry point: user errors as one line on stderr, exit code 2; no tracebacks for them."""
+    try:
+        code = app(standalone_mode=False)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.NoArgsIsHelpError:  # the help was printed already
+        sys.exit(2)
+    except click_exc.UsageError as e:
+        hint = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

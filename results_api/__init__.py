@@ -1,0 +1,1 @@
+"""Read-only HTTP service over the results store."""

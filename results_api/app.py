@@ -1,0 +1,251 @@
+"""The read-only results service: JSON / CSV / Markdown / HTML tables, figures and a dashboard over the store.
+
+    resnet-study serve --results-dir results --host 127.0.0.1 --port 8000
+    curl -s localhost:8000/tables/comparison?format=markdown
+
+Read-only by construction: only GET routes exist (anything else is 405), the store is opened read-only through
+core.store.StoreReader and never synced from here, request values reach SQL only as bound parameters, column names
+come from the store's schema, figure names from a fixed set (anything else is 404). Bad parameters are 422 with a
+message. Figures are cached per (figure, parameters, data version): a repeated request costs a dict lookup, and a
+new snapshot from a running job makes a new key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Optional
+
+from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from jinja2 import Environment, PackageLoader
+from pydantic import BaseModel, create_model
+
+from core import store
+from core.config import Augment, Dataset, Shortcut
+from results_api import figures, queries, tables
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+Status = Literal["running", "completed", "failed"]
+FIGURE_CACHE_SIZE = 256
+DASHBOARD_RUNS = 50
+_PY_TYPES = {"VARCHAR": str, "INTEGER": int, "BIGINT": int, "DOUBLE": float, "TIMESTAMP": datetime}
+
+
+def _model(name: str, columns) -> type[BaseModel]:
+    """A response model whose fields are exactly the store's columns (one name per concept, end to end)."""
+    return create_model(name, **{c: (Optional[_PY_TYPES[t]], None) for c, t in columns.items()})
+
+
+RunSummary = _model("RunSummary", {c: store.RUN_COLUMNS[c] for c in queries.RUN_LIST_COLUMNS})
+RunDetail = _model("RunDetail", store.RUN_COLUMNS)
+EpochRow = _model("EpochRow", store.EPOCH_COLUMNS)
+ConfusionRow = _model("ConfusionRow", store.CONFUSION_COLUMNS)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    runs: int
+
+
+class Cell(BaseModel):
+    mean: float
+    std: Optional[float] = None
+    count: int
+
+
+class Column(BaseModel):
+    key: str
+    layers: int
+    epochs: int
+    title: str
+
+
+class ComparisonRow(BaseModel):
+    kind: Literal["measured", "reference"]
+    dataset: str
+    metric: Literal["test_error", "train_seconds"]
+    label: str
+    shortcut: Optional[str] = None
+    augment: Optional[str] = None
+    source: Optional[str] = None
+    cells: dict[str, Cell]
+
+
+class ComparisonTable(BaseModel):
+    metrics: dict[str, str]
+    columns: list[Column]
+    rows: list[ComparisonRow]
+    runs_counted: int
+
+
+def _content(*types: str, description: str = "") -> dict:
+    return {"description": description, "content": {t: {"schema": {"type": "string"}} for t in types}}
+
+
+ERRORS = {404: {"description": "unknown run or figure"}, 422: {"description": "invalid parameter"}}
+CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **ERRORS}
+RunIdPath = PathParam(..., max_length=200, pattern=RUN_ID_PATTERN, description="a run id, as in GET /runs")
+FormatJsonCsv = Query("json", alias="format", description="json or csv")
+
+
+def _csv(rows: list[dict], columns) -> PlainTextResponse:
+    import csv
+    import io
+
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([r.get(c) for c in columns] for r in rows)
+    return PlainTextResponse(out.getvalue(), media_type="text/csv")
+
+
+class FigureCache:
+    """LRU of rendered figures keyed by (figure, format, parameters, data version)."""
+
+    def __init__(self, size: int = FIGURE_CACHE_SIZE):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _html_table(table: queries.Comparison) -> dict:
+    """The comparison table as the HTML template wants it."""
+    columns = [{"layers": l, "epochs": e, "title": tables.column_title(l, e)} for l, e in table.columns]
+    spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c[0])]
+    rows = [{"kind": r.kind, "label": r.label, "source": r.source,
+             "dataset_name": tables.DATASET_NAMES.get(r.dataset, r.dataset), "metric_name": queries.METRICS[r.metric],
+             "texts": [tables.cell_text(r.cells.get(c), r.metric) for c in table.columns]} for r in table.rows]
+    return {"columns": columns, "layer_spans": spans, "rows": rows,
+            "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}
+
+
+def create_app(results_dir: Path) -> FastAPI:
+    db = queries.Store(results_dir)
+    cache = FigureCache()
+    templates = Environment(loader=PackageLoader("results_api", "templates"), autoescape=True)
+    app = FastAPI(title="resnet-study results", version="1", description=__doc__.split("\n\n")[0])
+
+    @app.exception_handler(Exception)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Never a bare 500: whatever went wrong reading the store is reported as a temporary unavailability.
+        return JSONResponse({"detail": f"results store unavailable: {type(exc).__name__}"}, status_code=503)
+
+    @app.get("/healthz", response_model=Health, summary="liveness and the number of runs in the store")
+    def healthz():
+        return {"status": "ok", "runs": queries.count_runs(db)}
+
+    @app.get("/runs", response_model=list[RunSummary], responses=CSV_TOO,
+             summary="runs with their config and final metrics (errors as fractions)")
+    def runs(dataset: Optional[Dataset] = None, n: Optional[int] = Query(None, ge=1, le=500),
+             shortcut: Optional[Shortcut] = None, epochs: Optional[int] = Query(None, ge=1, le=10_000),
+             augment: Optional[Augment] = None, status: Optional[Status] = None,
+             limit: int = Query(10_000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=10**12),
+             fmt: Literal["json", "csv"] = FormatJsonCsv):
+        filters = {"dataset": dataset, "n": n, "shortcut": shortcut, "epochs": epochs, "augment": augment,
+                   "status": status}
+        rows = queries.list_runs(db, filters, limit, offset)
+        return _csv(rows, queries.RUN_LIST_COLUMNS) if fmt == "csv" else rows
+
+    def one_run(run_id: str) -> dict:
+        found = queries.get_run(db, run_id)
+        if not found:
+            raise HTTPException(404, f"no run {run_id!r}; GET /runs lists them")
+        return found[0]
+
+    @app.get("/runs/{run_id}", response_model=RunDetail, responses=ERRORS, summary="one run, with its full config")
+    def run(run_id: str = RunIdPath):
+        return one_run(run_id)
+
+    @app.get("/runs/{run_id}/epochs", response_model=list[EpochRow], responses=CSV_TOO,
+             summary="one run's per-epoch rows")
+    def epochs_of(run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
+        one_run(run_id)
+        rows = queries.run_epochs(db, run_id)
+        return _csv(rows, store.EPOCH_COLUMNS) if fmt == "csv" else rows
+
+    @app.get("/runs/{run_id}/confusion", response_model=list[ConfusionRow], responses=CSV_TOO,
+             summary="one run's confusion matrix rows (test, and val when held out); empty until completed")
+    def confusion_of(run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
+        one_run(run_id)
+        rows = queries.run_confusion(db, run_id)
+        return _csv(rows, store.CONFUSION_COLUMNS) if fmt == "csv" else rows
+
+    @app.get("/tables/comparison", response_model=ComparisonTable,
+             responses={200: _content("text/csv", "text/markdown", "text/html"), 422: ERRORS[422]},
+             summary="the comparison table: depth x epochs across, data set x metric x variant down, "
+                     "with the published reference rows")
+    def comparison(dataset: Optional[Dataset] = None, metric: Optional[Literal["test_error", "train_seconds"]] = None,
+                   fmt: Literal["json", "csv", "markdown", "html"] = Query("json", alias="format")):
+        table = queries.comparison(db, dataset, metric)
+        if fmt == "csv":
+            return PlainTextResponse(tables.as_long_csv(table), media_type="text/csv")
+        if fmt == "markdown":
+            return PlainTextResponse(tables.as_markdown(table), media_type="text/markdown")
+        if fmt == "html":
+            page = templates.get_template("comparison.html").render(title="Comparison table",
+                                                                    table=_html_table(table))
+            return HTMLResponse(page)
+        return tables.as_dict(table)
+
+    def figure(name: str, fmt: str, dataset, epochs, run_id) -> Response:
+        if name not in figures.FIGURES:
+            raise HTTPException(404, f"no figure {name[:80]!r}; figures: {', '.join(figures.FIGURES)}")
+        params = {"dataset": dataset, "epochs": epochs, "run_id": run_id}
+        key = (name, fmt, tuple(sorted(params.items())), db.version)
+        body = cache.get(key)
+        if body is None:
+            try:
+                body = figures.render(name, fmt, db, **params)
+            except figures.FigureUnavailable as e:
+                raise HTTPException(404, str(e)) from None
+            cache.put(key, body)
+        return Response(body, media_type=figures.FORMATS[fmt])
+
+    figure_doc = ("figure name: " + ", ".join(figures.FIGURES) + ". `dataset` and `epochs` (budget) select runs; "
+                  "`run_id` picks the run of `confusion` (default: the latest completed).")
+    def figure_route(fmt: str):
+        def route(name: str = PathParam(..., max_length=200, json_schema_extra={"enum": list(figures.FIGURES)}),
+                  dataset: Optional[Dataset] = None, epochs: Optional[int] = Query(None, ge=1, le=10_000),
+                  run_id: Optional[str] = Query(None, max_length=200, pattern=RUN_ID_PATTERN)):
+            return figure(name, fmt, dataset, epochs, run_id)
+        return route
+
+    for fmt in figures.FORMATS:
+        app.get(f"/figures/{{name}}.{fmt}", response_class=Response, summary=f"a figure as {fmt.upper()}",
+                description=figure_doc, responses={200: _content(figures.FORMATS[fmt]), **ERRORS},
+                name=f"figure_{fmt}")(figure_route(fmt))
+
+    @app.get("/", response_class=HTMLResponse, summary="the dashboard: table, figures, runs")
+    def dashboard():
+        figs = [("error-curves", "", 900), ("accuracy", "", 900), ("depth-vs-accuracy", "", 900),
+                ("time-vs-accuracy", "", 600), ("confusion", "", 520)]
+        if queries.has_plain_runs(db):
+            figs.append(("plain-vs-resnet", "", 900))
+        alts = {"error-curves": "train (dashed) and test (solid) error vs epoch, one line per depth",
+                "accuracy": "test accuracy vs epoch", "depth-vs-accuracy": "final test accuracy vs depth, "
+                "with published numbers", "time-vs-accuracy": "final test accuracy vs training time",
+                "confusion": "confusion matrix of the latest completed run", "plain-vs-resnet": "plain nets vs ResNets"}
+        page = templates.get_template("dashboard.html").render(
+            title="resnet-study results", results_dir=str(db.results_dir), total_runs=queries.count_runs(db),
+            status_counts=queries.status_counts(db), table=_html_table(queries.comparison(db)),
+            runs=queries.recent_runs(db, DASHBOARD_RUNS),
+            figures=[{"name": n, "query": q, "width": w, "alt": alts[n]} for n, q, w in figs])
+        return HTMLResponse(page)
+
+    return app
+

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Container checks (issue 4), run by .ci/run after `make test`. As root, on a fresh machine:
+#
+#   bash .ci/containers.sh
+#
+# 1. static: hadolint on the Dockerfile; compose files through `docker-compose config` and the Compose spec schema;
+#    `kubernetes-validate --strict -k 1.32.0` on k8s/ (the rest of the manifest checks are in tests/test_k8s.py);
+# 2. a private Docker daemon (own data/exec roots and socket; no bridge, no iptables changes), stopped on exit;
+# 3. the real Dockerfile built on a local stand-in for python:3.11-slim-bookworm (there is no registry here);
+# 4. `docker run --network=none resnet-study --help`, then a tiny `train` in the container on Debian's Fashion-MNIST
+#    writing to a mounted results dir that the host reads back with `resnet-study results query`;
+# 5. `docker-compose up` of a tiny train plus results-api, HTTP checks against the service, `down -v`.
+#
+# Environment: CONTAINERS_STATE_DIR=DIR keeps the daemon's data root (images, build cache) in DIR between runs
+# (default: a temp dir, removed on exit). VENV=DIR: the project's venv (default .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROJECT=$PWD
+VENV=${VENV:-$PROJECT/.venv}
+T0=$(date +%s)
+step() { echo "== containers: $* [$(( $(date +%s) - T0 )) s]"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (it starts a Docker daemon and uses debootstrap)"
+[ -x "$VENV/bin/resnet-study" ] || fail "no $VENV/bin/resnet-study: run 'make venv' first"
+
+# ---------------------------------------------------------------- system packages
+apt_packages=(docker.io docker-compose debootstrap dataset-fashion-mnist)
+missing=()
+for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+DOCKER=/usr/bin/docker  # the Debian client: another one earlier on PATH may lack BuildKit support
+COMPOSE=/usr/bin/docker-compose
+
+# ---------------------------------------------------------------- static checks
+step "hadolint Dockerfile"
+"$VENV/bin/hadolint" Dockerfile
+
+step "compose: docker-compose config, Compose spec schema"
+"$COMPOSE" -f compose.yaml config -q
+"$COMPOSE" -f compose.yaml -f compose.gpu.yaml config -q
+CI_DATA_DIR=/nonexistent CI_API_PORT=1 "$COMPOSE" -f compose.yaml -f .ci/compose.ci.yaml config -q
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml compose.gpu.yaml .ci/compose.ci.yaml
+
+step "kubernetes-validate --strict -k 1.32.0"
+"$VENV/bin/kubernetes-validate" --strict -k 1.32.0 k8s/sweep.yaml k8s/results-api.yaml
+kubectl_out=$(mktemp)
+if command -v kubectl >/dev/null; then
+  kubectl kustomize k8s/ > "$kubectl_out"
+  "$VENV/bin/kubernetes-validate" --strict -k 1.32.0 "$kubectl_out"
+else
+  echo "kubectl not installed: kustomize build of k8s/ not checked"
+fi
+rm -f "$kubectl_out"
+
+# ---------------------------------------------------------------- a private Docker daemon
+WORK=$(mktemp -d /tmp/resnet-study-containers.XXXXXX)
+STATE=${CONTAINERS_STATE_DIR:-$WORK/state}
+mkdir -p "$STATE/docker" "$WORK/exec"
+export DOCKER_HOST="unix://$WORK/docker.sock"
+export COMPOSE_PROJECT_NAME=resnet-study-ci
+DOCKERD_PID=
+COMPOSE_UP=
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$COMPOSE_UP" ]; then
+    "$COMPOSE" -f compose.yaml -f .ci/compose.ci.yaml down -v --remove-orphans >/dev/null 2>&1
+  fi
+  if [ -n "$DOCKERD_PID" ]; then
+    kill "$DOCKERD_PID" 2>/dev/null
+    for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$DOCKERD_PID" 2>/dev/null && kill -9 "$DOCKERD_PID"
+    wait "$DOCKERD_PID" 2>/dev/null
+  fi
+  # dockerd leaves its network namespace mounted
+  grep -o " $WORK/exec[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m"; done
+  if [ $rc -ne 0 ] && [ -f "$WORK/dockerd.log" ]; then
+    echo "-- last lines of dockerd.log:"; tail -n 20 "$WORK/dockerd.log"
+  fi
+  rm -rf "$WORK"
+  echo "== containers: $([ $rc -eq 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - T0 )) s"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "starting dockerd (data root $STATE/docker)"
+# Without these three flags dockerd creates a bridge and changes the host's iptables FORWARD policy.
+dockerd --data-root "$STATE/docker" --exec-root "$WORK/exec" --pidfile "$WORK/docker.pid" \
+  --host "$DOCKER_HOST" --bridge=none --iptables=false --ip-forward=false >"$WORK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+for _ in $(seq 100); do "$DOCKER" version >/dev/null 2>&1 && break; sleep 0.2; done
+"$DOCKER" version --format 'docker engine {{.Server.Version}}' || fail "dockerd did not start"
+
+# ---------------------------------------------------------------- the base image
+BASE=python:3.11-slim-bookworm
+if "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
+  echo "base $BASE: already in the daemon ($( "$DOCKER" image inspect -f '{{.Comment}}' "$BASE"))"
+elif timeout 20 "$DOCKER" pull -q "$BASE" >/dev/null 2>&1; then
+  echo "base $BASE: pulled from the registry"
+else
+  step "no registry: building a STAND-IN for $BASE with debootstrap"
+  echo "################################################################################"
+  echo "# The image below is built FROM A LOCAL STAND-IN for $BASE:"
+  echo "# Debian bookworm minbase + python3 3.11, python3-venv, pip, ca-certificates."
+  echo "################################################################################"
+  mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  rootfs="$WORK/rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 || { tail -n 20 "$WORK/debootstrap.log"; fail "debootstrap"; }
+  # HTTPS is intercepted on these machines: the build's pip needs the host's extra CA certificates.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    chroot "$rootfs" update-ca-certificates >/dev/null
+  fi
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | "$DOCKER" import -c 'CMD ["python3"]' -m "stand-in for $BASE (debootstrap)" - "$BASE"
+  rm -rf "$rootfs"
+fi
+
+# ---------------------------------------------------------------- the image
+step "docker build -t resnet-study (df: $(df -h --output=avail "$STATE" | tail -n1 | tr -d ' ') free)"
+DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain -t resnet-study . >"$WORK/build.log" 2>&1 \
+  || { tail -n 40 "$WORK/build.log"; fail "docker build"; }
+grep -E '^#[0-9]+ (DONE|CACHED)' "$WORK/build.log" | tail -n 3 || true
+"$DOCKER" image ls resnet-study --format 'image {{.Repository}}:{{.Tag}} {{.Size}}'
+[ "$("$DOCKER" image inspect -f '{{.Config.User}}' resnet-study)" = "10001:10001" ] || fail "image does not run as 10001"
+
+step "docker run --network=none resnet-study --help"
+"$DOCKER" run --rm --network=none resnet-study --help | grep -q "sweep" || fail "--help does not list the commands"
+
+step "tiny train in the container, results on a host dir"
+data="$WORK/data"
+mkdir -p "$data/FashionMNIST/raw" "$WORK/results"
+cp /usr/share/datasets/fashion-mnist/*-ubyte.gz "$data/FashionMNIST/raw/"
+chown 10001:10001 "$WORK/results"
+"$DOCKER" run --rm --network=none -e OMP_NUM_THREADS=2 \
+  -v "$data:/data:ro" -v "$WORK/results:/results" resnet-study \
+  train --n 1 --dataset fashion-mnist --epochs 1 --train-limit 1000 --test-limit 500 --device cpu --progress json
+rows=$("$VENV/bin/resnet-study" results query --results-dir "$WORK/results" --format csv \
+  "SELECT layers, dataset, status, epochs_done, train_size, test_size, test_error < 0.9 AS learned FROM runs")
+echo "$rows"
+echo "$rows" | grep -qx "8,fashion-mnist,completed,1,1000,500,true" || fail "the host does not read the container's run"
+
+# ---------------------------------------------------------------- compose
+step "docker-compose up: a tiny train and the results service"
+COMPOSE_UP=1
+export CI_DATA_DIR="$data"
+CI_API_PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export CI_API_PORT
+export TRAIN_ARGS="--n 1 --dataset fashion-mnist --epochs 1 --train-limit 1000 --test-limit 500 --device cpu --progress json"
+compose=("$COMPOSE" -f compose.yaml -f .ci/compose.ci.yaml)
+"${compose[@]}" up -d --no-build train results-api
+train_id=$("${compose[@]}" ps -q train)
+train_rc=$("$DOCKER" wait "$train_id")
+"${compose[@]}" logs --no-color train | tail -n 3
+[ "$train_rc" = 0 ] || fail "compose train exited with $train_rc"
+api="http://127.0.0.1:$CI_API_PORT"
+for _ in $(seq 60); do
+  health=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$("${compose[@]}" ps -q results-api)")
+  [ "$health" = healthy ] && break
+  sleep 1
+done
+[ "$health" = healthy ] || { "${compose[@]}" logs --no-color results-api | tail -n 20; fail "results-api is $health"; }
+"$VENV/bin/python" - "$api" <<'EOF'
+"""The service on the read-only results volume answers, and sees the run the train service just wrote."""
+import json
+import sys
+import urllib.request
+
+api = sys.argv[1]
+with urllib.request.urlopen(f"{api}/healthz", timeout=10) as r:
+    assert r.status == 200, r.status
+    print("GET /healthz", r.status, r.read(200).decode())
+with urllib.request.urlopen(f"{api}/openapi.json", timeout=10) as r:
+    paths = json.load(r)["paths"]
+runs_path = next((p for p in ("/api/runs", "/runs") if p in paths), None)
+assert runs_path, f"no runs listing among {sorted(paths)}"
+with urllib.request.urlopen(f"{api}{runs_path}", timeout=10) as r:
+    body = json.load(r)
+runs = body if isinstance(body, list) else body.get("runs") or body.get("items") or body.get("rows") or []
+assert any(r.get("status") == "completed" and r.get("layers") == 8 for r in runs), body
+print(f"GET {runs_path}: {len(runs)} run(s), the compose train's is there and completed")
+EOF
+"${compose[@]}" down -v --remove-orphans
+COMPOSE_UP=
+[ -z "$("$DOCKER" volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ] \
+  || fail "compose down -v left volumes behind"
+step "all container checks passed"

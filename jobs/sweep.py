@@ -1,0 +1,384 @@
+"""Sweep specs: a YAML grid of experiments -> an ordered list of cells (one `ExperimentConfig` each).
+
+    name: paper-cifar10            # optional; defaults to the file name; names the Kubernetes Job
+    description: He et al. Table 6
+    parallelism: 4                 # Kubernetes Job parallelism (pods at a time); `sweep render --parallelism` wins
+    fixed:  {dataset: cifar10, epochs: 164, milestones: [82, 123], val_split: 5000}
+    grid:   {n: [3, 5, 7, 9], shortcut: [A, none]}
+    extra:  [{n: 18, shortcut: A, warmup_epochs: 1}]
+    seeds:  1                      # a count (seeds 0..k-1) or a list, e.g. [0, 1, 2]
+
+Any `ExperimentConfig` field except `seed` may be a grid axis, a fixed field or an extra-cell field; `grid` may
+also be a list of grids (each expanded on its own, in order). Unknown keys are rejected, naming the key.
+
+Cell order (the index a Kubernetes Indexed Job hands each pod as JOB_COMPLETION_INDEX) is stable and documented:
+
+    index = seed_position * cells_per_seed + position
+    position: grid cells first, in row-major order of the axes as written (the first axis varies slowest,
+              the last fastest), one grid after another; then the `extra` cells in the order written
+
+so adding seeds only appends indices: a running study keeps its indices when more seeds are added.
+A cell's results live under its run id (`ExperimentConfig.run_id`), not its index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core import StudyError, store
+from core.config import ExperimentConfig
+
+SPEC_DIR = Path(__file__).resolve().parent  # the specs shipped with the package (jobs/*.yaml)
+CELL_FIELDS = tuple(f for f in ExperimentConfig.model_fields if f != "seed")
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"  # a DNS label short enough for Job + pod names
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="lower-case letters, digits and '-'")
+    description: str = ""
+    parallelism: int = Field(4, ge=1, le=1000)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = Field(default_factory=dict)
+    extra: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: int | list[int] = 1
+
+    @field_validator("fixed", "extra", "grid")
+    @classmethod
+    def _known_fields(cls, v):
+        tables = v if isinstance(v, list) else [v]
+        for table in tables:
+            for key in table:
+                if key == "seed":
+                    raise ValueError("'seed' is set by the top-level `seeds` (a count or a list), not here")
+                if key not in CELL_FIELDS:
+                    raise ValueError(f"{key!r} is not an experiment field; use one of: {', '.join(CELL_FIELDS)}")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, v):
+        for table in v if isinstance(v, list) else [v]:
+            for key, values in table.items():
+                if not values:
+                    raise ValueError(f"axis {key!r} has no values")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, v):
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("a seed count must be >= 1")
+        elif not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError("seeds must be distinct integers >= 0")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    @property
+    def grids(self) -> list[dict[str, list[Any]]]:
+        return self.grid if isinstance(self.grid, list) else [self.grid]
+
+
+class Sweep:
+    """A loaded spec: its name, the file's text (shipped to Kubernetes as is) and its cells in index order."""
+
+    def __init__(self, spec: SweepSpec, path: Path, text: str):
+        self.spec = spec
+        self.path = path
+        self.text = text
+        self.name = spec.name or path.stem
+        self.cells = expand(spec, where=str(path))
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def cell(self, index: int) -> ExperimentConfig:
+        if not 0 <= index < len(self.cells):
+            raise StudyError(f"cell index {index} is out of range: {self.path} has cells 0..{len(self.cells) - 1}")
+        return self.cells[index]
+
+    def varying(self) -> list[str]:
+        """The fields that differ between cells, in `ExperimentConfig` order: the columns worth showing."""
+        fields = [f for f in ExperimentConfig.model_fields
+                  if len({json.dumps(getattr(c, f)) for c in self.cells}) > 1]
+        return fields or ["n"]
+
+
+def expand(spec: SweepSpec, where: str = "spec") -> list[ExperimentConfig]:
+    """All cells in index order (see the module docstring)."""
+    settings: list[tuple[str, dict[str, Any]]] = []
+    for g, grid in enumerate(spec.grids):
+        axes = list(grid)
+        for values in itertools.product(*(grid[a] for a in axes)):
+            settings.append((f"grid[{g}]" if len(spec.grids) > 1 else "grid", dict(zip(axes, values))))
+    settings += [(f"extra[{i}]", extra) for i, extra in enumerate(spec.extra)]
+    if not settings:
+        raise StudyError(f"{where}: no cells; give `grid` axes or `extra` cells")
+
+    cells: list[ExperimentConfig] = []
+    seen: dict[str, int] = {}
+    for seed in spec.seed_list:
+        for origin, setting in settings:
+            try:
+                cfg = ExperimentConfig(**{**spec.fixed, **setting, "seed": seed})
+            except ValidationError as e:
+                err = e.errors()[0]
+                key = ".".join(map(str, err["loc"])) if err["loc"] else "cell"
+                msg = err["msg"].removeprefix("Value error, ")
+                raise StudyError(f"{where}: {origin} cell {setting}: {key}: {msg}") from None
+            if cfg.run_id in seen:
+                raise StudyError(f"{where}: cells {seen[cfg.run_id]} and {len(cells)} are the same experiment "
+                                 f"({cfg.run_id}); remove the duplicate")
+            seen[cfg.run_id] = len(cells)
+            cells.append(cfg)
+    return cells
+
+
+def resolve_path(spec: str | Path) -> Path:
+    """A spec path as given, else one of the shipped specs by file name (`demo.yaml` or `demo`)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    for candidate in (SPEC_DIR / path.name, SPEC_DIR / f"{path.name}.yaml"):
+        if path.parent == Path(".") and candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in SPEC_DIR.glob("*.yaml")))
+    raise StudyError(f"sweep spec {spec} not found; give a path to a YAML spec or one of the shipped: {shipped}")
+
+
+def load(spec: str | Path) -> Sweep:
+    path = resolve_path(spec)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise StudyError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a sweep spec is a mapping with keys grid, fixed, extra, seeds, ...")
+    try:
+        parsed = SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(map(str, err["loc"])) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg += f"; the keys are: {', '.join(SweepSpec.model_fields)}"
+        raise StudyError(f"{path}: {key}: {msg}") from None
+    return Sweep(parsed, path, text)
+
+
+# ---------------------------------------------------------------- Kubernetes manifest
+
+
+class _Literal(str):
+    """A string dumped as a YAML block scalar (`|`), so the spec in the ConfigMap reads like the file."""
+
+
+def _literal(dumper: yaml.SafeDumper, data: _Literal):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Literal, _literal)
+
+APP = "resnet-study"
+DATA_CLAIM = "resnet-study-data"
+RESULTS_CLAIM = "resnet-study-results"
+IMAGE = "resnet-study:latest"
+UID = 10001  # the image's non-root user (Dockerfile)
+
+
+def labels(component: str, instance: str | None = None) -> dict[str, str]:
+    """The recommended labels (app.kubernetes.io/*)."""
+    out = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
+    if instance:
+        out["app.kubernetes.io/instance"] = instance
+    out["app.kubernetes.io/part-of"] = APP
+    out["app.kubernetes.io/managed-by"] = "resnet-study-sweep-render"
+    return out
+
+
+def _claim(name: str, size: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "labels": labels("storage")},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
+    }
+
+
+def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, gpus: int = 1, cpu: str = "4",
+           memory: str = "8Gi", backoff_limit_per_index: int = 3, data_size: str = "10Gi",
+           results_size: str = "20Gi") -> str:
+    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job (a pod per cell)."""
+    job = f"{APP}-{sweep.name}"
+    spec_file = f"{sweep.name}.yaml"
+    limits: dict[str, Any] = {"memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus
+    container = {
+        "name": "cell",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["resnet-study", "sweep", "run", f"/spec/{spec_file}", "--progress", "json"],
+        "env": [{"name": "RESNET_STUDY_DATA", "value": "/data"},
+                {"name": "RESNET_STUDY_RESULTS", "value": "/results"}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "results", "mountPath": "/results"},
+                         {"name": "spec", "mountPath": "/spec", "readOnly": True}],
+    }
+    docs = [
+        _claim(DATA_CLAIM, data_size),
+        _claim(RESULTS_CLAIM, results_size),
+        {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"{job}-spec", "labels": labels("sweep", sweep.name)},
+            "data": {spec_file: _Literal(sweep.text)},
+        },
+        {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": job, "labels": labels("sweep", sweep.name),
+                         "annotations": {"resnet-study/cells": str(len(sweep)),
+                                         "resnet-study/spec": spec_file}},
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": len(sweep),
+                "parallelism": min(parallelism or sweep.spec.parallelism, len(sweep)),
+                # Per index: a failed cell is retried (resuming from its checkpoint) without failing the others.
+                "backoffLimitPerIndex": backoff_limit_per_index,
+                # Preemption or eviction is no failure: it burns no retry.
+                "podFailurePolicy": {"rules": [
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]},
+                "template": {
+                    "metadata": {"labels": labels("sweep", sweep.name)},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
+                                            "fsGroup": UID},
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM}},
+                            {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
+                            {"name": "spec", "configMap": {"name": f"{job}-spec"}},
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+    header = (f"# Generated by `resnet-study sweep render {sweep.path.name}`: do not edit; re-render instead.\n"
+              f"# {len(sweep)} cells ({sweep.name}); apply with `kubectl apply -f` this file "
+              f"(or `kubectl apply -k k8s/`).\n")
+    body = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in docs)
+    return header + body
+
+
+# ---------------------------------------------------------------- cell state, from the store
+
+
+OWNER_NAME = "sweep-owner.json"  # in the run's folder, beside the store's run.json
+HEARTBEAT_S = 30.0
+STATES = ("completed", "running", "interrupted", "failed", "missing")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Owner:
+    """Marks a cell's run as owned by this process: host, pid and a heartbeat every HEARTBEAT_S seconds.
+
+    A killed process cannot mark its run as stopped (its shard still says `running`); the mark lets `sweep status`
+    tell a live run from an interrupted one: same host -> is the pid alive; another host (a pod) -> is the
+    heartbeat fresh."""
+
+    def __init__(self, results_dir: Path, run_id: str, index: int):
+        self.path = store.run_dir(results_dir, run_id) / OWNER_NAME
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "index": index}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _write(self) -> None:
+        store.atomic_write_bytes(self.path, json.dumps({**self.info, "heartbeat": time.time()}).encode())
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write()
+            except OSError:
+                pass  # a full or flaky disk must not kill the training run; status shows the stale beat
+
+    def __enter__(self) -> "Owner":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _owner_alive(folder: Path) -> bool | None:
+    """True/False when the run's owner is known to be alive/dead, None when there is no owner mark."""
+    try:
+        info = json.loads((folder / OWNER_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if info.get("host") == socket.gethostname():
+        return _alive(int(info["pid"]))
+    return time.time() - float(info.get("heartbeat", 0)) < 3 * HEARTBEAT_S
+
+
+def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, dict | None]:
+    """(state, the run's `runs` row or None). States: see STATES.
+
+    - completed / failed: as the run's shard says;
+    - running: the shard says running and its owner is alive (or unknown: a plain `resnet-study train`);
+    - interrupted: the shard says running but its owner is dead (killed, preempted, node lost), or it stopped on
+      Ctrl-C; running the cell again resumes it from its checkpoint;
+    - missing: never started (or nothing stored yet)."""
+    folder = store.run_dir(results_dir, cfg.run_id)
+    shard = store.read_shard(results_dir, cfg.run_id)
+    if shard is None:
+        return ("interrupted" if (folder / store.CHECKPOINT_NAME).exists() else "missing"), None
+    row = shard["run"]
+    status = row["status"]
+    if status == "running":
+        return ("interrupted" if _owner_alive(folder) is False else "running"), row
+    if status == "failed" and (row.get("error_message") or "").startswith("KeyboardInterrupt"):
+        return "interrupted", row
+    return status, row
+
+
+def states(sweep: Sweep, results_dir: Path) -> list[tuple[int, ExperimentConfig, str, dict | None]]:
+    return [(i, cfg, *cell_state(results_dir, cfg)) for i, cfg in enumerate(sweep.cells)]

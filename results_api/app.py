@@ -12,7 +12,6 @@ new snapshot from a running job makes a new key.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -123,17 +122,6 @@ class FigureCache:
                 self._items.popitem(last=False)
 
 
-def _html_table(table: queries.Comparison) -> dict:
-    """The comparison table as the HTML template wants it."""
-    columns = [{"layers": l, "epochs": e, "title": tables.column_title(l, e)} for l, e in table.columns]
-    spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c[0])]
-    rows = [{"kind": r.kind, "label": r.label, "source": r.source,
-             "dataset_name": tables.DATASET_NAMES.get(r.dataset, r.dataset), "metric_name": queries.METRICS[r.metric],
-             "texts": [tables.cell_text(r.cells.get(c), r.metric) for c in table.columns]} for r in table.rows]
-    return {"columns": columns, "layer_spans": spans, "rows": rows,
-            "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}
-
-
 def create_app(results_dir: Path) -> FastAPI:
     db = queries.Store(results_dir)
     cache = FigureCache()
@@ -198,7 +186,7 @@ def create_app(results_dir: Path) -> FastAPI:
             return PlainTextResponse(tables.as_markdown(table), media_type="text/markdown")
         if fmt == "html":
             page = templates.get_template("comparison.html").render(title="Comparison table",
-                                                                    table=_html_table(table))
+                                                                    table=tables.html_context(table))
             return HTMLResponse(page)
         return tables.as_dict(table)
 
@@ -242,7 +230,7 @@ def create_app(results_dir: Path) -> FastAPI:
                 "confusion": "confusion matrix of the latest completed run", "plain-vs-resnet": "plain nets vs ResNets"}
         page = templates.get_template("dashboard.html").render(
             title="resnet-study results", results_dir=str(db.results_dir), total_runs=queries.count_runs(db),
-            status_counts=queries.status_counts(db), table=_html_table(queries.comparison(db)),
+            status_counts=queries.status_counts(db), table=tables.html_context(queries.comparison(db)),
             runs=queries.recent_runs(db, DASHBOARD_RUNS),
             figures=[{"name": n, "query": q, "width": w, "alt": alts[n]} for n, q, w in figs])
         return HTMLResponse(page)

@@ -30,6 +30,7 @@ FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
 DATASET_TITLES = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST"}
 # Matplotlib's text layout and font cache are not thread-safe; figures are cached, so serialising costs little.
 _RENDER_LOCK = threading.Lock()
+REFERENCE_COLOURS = {20: "tab:orange", 50: "tab:green", 100: "tab:red", 182: "black"}
 
 
 class FigureUnavailable(Exception):
@@ -115,16 +116,21 @@ def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
                         yerr=[g["accuracy_std"] or 0 for g in line], color=colours[(plain, ep)], marker="o",
                         capsize=3, linestyle=":" if plain else "-",
                         label=f"measured, {'plain' if plain else 'ResNet'}, {ep} ep")
+        depths = {g["layers"] for g in mine}
         for ref in (r for r in refs if r.dataset == ds):
             for ep in sorted({e for _, e in ref.cells}):
                 cells = sorted((l, 100 - v) for (l, e), v in ref.cells.items() if e == ep)
+                depths |= {c[0] for c in cells}
                 ax.plot([c[0] for c in cells], [c[1] for c in cells], marker=markers.get(ref.label, "s"),
-                        linestyle="none", markersize=8, alpha=0.8, label=f"{ref.label}, {ep} ep")
+                        color=REFERENCE_COLOURS.get(ep, "black"), linestyle="none", markersize=8, alpha=0.8,
+                        label=f"{ref.label}, {ep} ep")
         ax.set_xscale("log")
+        ax.set_xticks(sorted(depths), [str(d) for d in sorted(depths)])
+        ax.minorticks_off()
         ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()}")
         ax.set_xlabel("layers (log scale)")
         ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     if not datasets:
         return _empty(title, "no completed runs yet")

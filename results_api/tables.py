@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 
 from results_api.queries import METRICS, Comparison
 from results_api.reference import PAPER_EPOCHS
@@ -59,10 +60,25 @@ def as_long_csv(table: Comparison) -> str:
     return out.getvalue()
 
 
-def wide(table: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the table as a person reads it: data set x metric x variant down, depth x epochs across."""
-    header = ["data set", "metric", "row", *(column_title(l, e) for l, e in table.columns)]
-    rows = [[DATASET_NAMES.get(r.dataset, r.dataset), METRICS[r.metric], r.label,
+SHORT_LABELS = {"He et al. 2016, Table 6": "paper, Table 6", "Seed report 2024, Table 1": "seed report, Table 1"}
+
+
+def short_label(row) -> str:
+    if row.kind == "reference":
+        return SHORT_LABELS.get(row.label, row.label)
+    return f"{'plain' if row.shortcut == 'none' else 'ResNet ' + row.shortcut}, augment {row.augment}"
+
+
+def wide(table: Comparison, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table as a person reads it: data set x metric x variant down, depth x epochs across.
+    `compact`: short labels and two-line column titles, for a terminal."""
+    if compact:
+        header = ["data set", "metric", "row", *(f"{l} layers\n{e} ep" for l, e in table.columns)]
+        metric_names = {"test_error": "error %", "train_seconds": "time s"}
+    else:
+        header = ["data set", "metric", "row", *(column_title(l, e) for l, e in table.columns)]
+        metric_names = METRICS
+    rows = [[DATASET_NAMES.get(r.dataset, r.dataset), metric_names[r.metric], short_label(r) if compact else r.label,
              *(cell_text(r.cells.get(c), r.metric) for c in table.columns)] for r in table.rows]
     return header, rows
 
@@ -81,3 +97,14 @@ def as_markdown(table: Comparison) -> str:
     for source in dict.fromkeys(r.source for r in table.rows if r.source):
         out.append(f"- {source}")
     return "\n".join(out) + "\n"
+
+
+def html_context(table: Comparison) -> dict:
+    """The comparison table as the HTML template wants it."""
+    columns = [{"layers": l, "epochs": e, "title": column_title(l, e)} for l, e in table.columns]
+    spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c[0])]
+    rows = [{"kind": r.kind, "label": r.label, "source": r.source,
+             "dataset_name": DATASET_NAMES.get(r.dataset, r.dataset), "metric_name": METRICS[r.metric],
+             "texts": [cell_text(r.cells.get(c), r.metric) for c in table.columns]} for r in table.rows]
+    return {"columns": columns, "layer_spans": spans, "rows": rows,
+            "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}

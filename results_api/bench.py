@@ -1,0 +1,182 @@
+"""API latency benchmark: a SYNTHETIC store (default 10 000 runs x 100 epochs), the real server, p50 / p95 per route.
+
+    resnet-study bench api                     # 10 000 runs x 100 epochs, 50 timed requests per route
+    resnet-study bench api --runs 1000 --requests 20 --keep /tmp/synthetic-store
+
+The store is written directly (one bulk INSERT ... SELECT per table, in the store's schema and file format), not
+trained: every run is labelled `synthetic-...` and its numbers are made up (a plausible decaying error curve). It
+measures the service, not the science. The server is `resnet-study serve` in its own process on 127.0.0.1; the
+client sends requests one at a time. For each route: the first request (cold: figure not yet cached, DuckDB pages
+not yet read) and then `--requests` timed ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from core import store
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+
+
+def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
+    """Write results.duckdb with `runs` synthetic runs of `epochs` epochs each (runs: 94 % completed, 5 % running,
+    1 % failed; both data sets; n in 3,5,7,9,18; shortcut A, B and none; confusion rows for completed runs)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    db = store.db_path(results_dir)
+    tmp = db.with_name(db.name + ".building")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp), config=store.DUCKDB_CONFIG)
+    store._create_schema(con)
+    con.execute("SELECT setseed(0.42)")
+    con.execute(f"""
+        CREATE TEMP TABLE spec AS SELECT i,
+            CASE i % 2 WHEN 0 THEN 'cifar10' ELSE 'fashion-mnist' END AS dataset,
+            [3, 5, 7, 9, 18][1 + (i // 2) % 5] AS n,
+            ['A', 'A', 'A', 'B', 'none'][1 + (i // 10) % 5] AS shortcut,
+            i // 50 AS seed,
+            CASE WHEN i % 100 = 99 THEN 'failed' WHEN i % 100 >= 94 THEN 'running' ELSE 'completed' END AS status,
+            (CASE i % 2 WHEN 0 THEN 0.07 ELSE 0.05 END) + 0.02 / (1 + (i // 2) % 5) + 0.01 * random() AS final
+        FROM range({runs}) t(i)""")
+    con.execute(f"""
+        CREATE TEMP TABLE ep AS SELECT
+            'synthetic-' || lpad(s.i::VARCHAR, 7, '0') AS run_id, e AS epoch, s.final,
+            s.final + (0.9 - s.final) * exp(-e / 12.0) + 0.01 * random() AS test_error,
+            (s.final - 0.04) * (1 - e / ({epochs} * 1.2)) + (0.9 - s.final) * exp(-e / 10.0) + 0.005 * random()
+                AS train_error,
+            (20 + 6 * s.n) * (0.9 + 0.2 * random()) AS epoch_seconds
+        FROM spec s, range(1, {epochs} + 1) r(e)
+        WHERE s.status <> 'running' OR e <= {epochs} // 2""")
+    con.execute("""
+        INSERT INTO epochs BY NAME SELECT run_id, epoch, 0.1 AS lr, 2 * train_error AS train_loss, train_error,
+            2 * test_error AS test_loss, test_error, NULL AS val_loss, NULL AS val_error, epoch_seconds,
+            50000 / epoch_seconds AS images_per_second FROM ep""")
+    con.execute(f"""
+        INSERT INTO runs BY NAME SELECT 'synthetic-' || lpad(s.i::VARCHAR, 7, '0') AS run_id, 'synthetic' AS run_name,
+            s.n, 6 * s.n + 2 AS layers, s.shortcut, s.dataset, {epochs} AS epochs, 'paper' AS augment, s.seed,
+            128 AS batch_size, 0.1 AS lr, 0.9 AS momentum, 0.0001 AS weight_decay, '' AS milestones,
+            0 AS warmup_epochs, 0 AS val_split, NULL AS train_limit, NULL AS test_limit, 50000 AS train_size,
+            0 AS val_size, 10000 AS test_size, 270000 * s.n // 3 AS params, s.status, count(e.epoch) AS epochs_done,
+            TIMESTAMP '2026-01-01' + to_seconds(s.i) AS started_at,
+            CASE WHEN s.status = 'completed' THEN TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) END AS finished_at,
+            TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) AS updated_at, 'synthetic' AS device,
+            'synthetic' AS torch_version, sum(e.epoch_seconds) AS train_seconds, arg_max(e.train_error, e.epoch)
+                AS train_error, 2 * arg_max(e.test_error, e.epoch) AS test_loss, arg_max(e.test_error, e.epoch)
+                AS test_error, NULL AS val_loss, NULL AS val_error,
+            CASE WHEN s.status = 'failed' THEN 'synthetic failure' END AS error_message, '{{}}' AS config
+        FROM spec s JOIN ep e ON e.run_id = 'synthetic-' || lpad(s.i::VARCHAR, 7, '0')
+        GROUP BY ALL""")
+    con.execute("""
+        INSERT INTO confusion BY NAME SELECT r.run_id, 'test' AS split, t AS true_label, p AS predicted_label,
+            (CASE r.dataset WHEN 'cifar10' THEN $c ELSE $f END)[t + 1] AS true_class,
+            (CASE r.dataset WHEN 'cifar10' THEN $c ELSE $f END)[p + 1] AS predicted_class,
+            CASE WHEN t = p THEN round(1000 * (1 - r.test_error)) ELSE round(1000 * r.test_error / 9) END AS count
+        FROM runs r, range(10) a(t), range(10) b(p) WHERE r.status = 'completed'""",
+                {"c": CIFAR10_CLASSES, "f": FASHION_MNIST_CLASSES})
+    con.execute("CHECKPOINT")
+    con.close()
+    os.replace(tmp, db)
+    return db
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(client, base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if client.get(f"{base}/healthz").status_code == 200:
+                return
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not answer /healthz within 60 s")
+
+
+def routes(sample_run: str) -> list[str]:
+    return [
+        "/healthz",
+        "/tables/comparison",
+        "/tables/comparison?format=csv",
+        "/tables/comparison?format=markdown",
+        "/tables/comparison?format=html",
+        "/tables/comparison?dataset=cifar10&metric=test_error",
+        "/runs?dataset=cifar10&n=3&shortcut=A",
+        "/runs?limit=100",
+        f"/runs/{sample_run}",
+        f"/runs/{sample_run}/epochs",
+        f"/runs/{sample_run}/confusion",
+        "/figures/error-curves.png",
+        "/figures/accuracy.svg",
+        "/figures/depth-vs-accuracy.png",
+        "/figures/time-vs-accuracy.png",
+        f"/figures/confusion.png?run_id={sample_run}",
+        "/figures/plain-vs-resnet.png",
+        "/",
+    ]
+
+
+def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: Path | None = None) -> list[dict]:
+    import httpx
+
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="resnet-study-bench-api-"))
+    try:
+        t0 = time.perf_counter()
+        build_synthetic_store(folder, runs, epochs)
+        size_mb = store.db_path(folder).stat().st_size / 2**20
+        print(f"SYNTHETIC store: {runs} runs x {epochs} epochs in {folder} ({size_mb:.0f} MB), built in "
+              f"{time.perf_counter() - t0:.1f} s; numbers are made up, latencies are real", flush=True)
+        port = _free_port()
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--results-dir", str(folder),
+                                 "--host", "127.0.0.1", "--port", str(port)], env=env)
+        base = f"http://127.0.0.1:{port}"
+        results = []
+        try:
+            with httpx.Client(timeout=120) as client:
+                _wait_ready(client, base, proc)
+                sample = client.get(f"{base}/runs?status=completed&limit=1").json()[0]["run_id"]
+                print(f"server: resnet-study serve on {base} (own process); {requests} timed requests per route, "
+                      f"one at a time\n")
+                print(f"{'route':58} {'status':>6} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
+                for path in routes(sample):
+                    t = time.perf_counter()
+                    r = client.get(base + path)
+                    cold = (time.perf_counter() - t) * 1000
+                    times = []
+                    for _ in range(requests):
+                        t = time.perf_counter()
+                        r = client.get(base + path)
+                        times.append((time.perf_counter() - t) * 1000)
+                    times.sort()
+                    p50 = statistics.median(times)
+                    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+                    results.append({"route": path, "status": r.status_code, "cold_ms": cold, "p50_ms": p50,
+                                    "p95_ms": p95, "bytes": len(r.content)})
+                    print(f"{path:58} {r.status_code:>6} {cold:8.1f} {p50:8.1f} {p95:8.1f} {len(r.content):>9}",
+                          flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        return results
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)

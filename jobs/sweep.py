@@ -91,7 +91,7 @@ class SweepSpec(BaseModel):
 
     @property
     def grids(self) -> list[dict[str, list[Any]]]:
-        return self.grid if isinstance(self.grid, list) else [self.grid]
+        return [g for g in (self.grid if isinstance(self.grid, list) else [self.grid]) if g]  # {}: no grid cells
 
 
 class Sweep:

@@ -202,8 +202,8 @@ def register(app, results_app, sweep_app, bench_app) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+def _show(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _pct(error) -> str:

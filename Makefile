@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   venv + install + a small real study (Fashion-MNIST, local processes, a DuckDB file), prints a table
+#   make test   venv + install + the whole test suite
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+APT_TEST := dataset-fashion-mnist chromium chromium-driver
+APT_DEMO := dataset-fashion-mnist
+DEMO_RESULTS ?= results/demo
+
+.PHONY: demo test venv system-deps-test system-deps-demo bench clean
+
+venv: $(STAMP)
+
+# torch==2.14.1 / torchvision==0.29.1 come from this machine's wheel cache through pip's configured find-links.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages: real Fashion-MNIST, and Chromium + its driver for the dashboard test. Installed only when missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+endef
+
+system-deps-test:
+	$(call apt_install,$(APT_TEST))
+
+system-deps-demo:
+	$(call apt_install,$(APT_DEMO))
+
+demo: venv system-deps-demo
+	$(BIN)/resnet-study sweep local jobs/demo.yaml --parallel 2 --results-dir $(DEMO_RESULTS)
+	$(BIN)/resnet-study results query --results-dir $(DEMO_RESULTS) \
+	  "SELECT layers, n, dataset, epochs, seed, status, round(100 * train_error, 2) AS train_error_pct, \
+	          round(100 * test_error, 2) AS test_error_pct, round(train_seconds, 1) AS train_seconds \
+	   FROM runs ORDER BY dataset, layers, seed"
+
+test: venv system-deps-test
+	$(BIN)/pytest -q
+
+bench: venv system-deps-demo
+	$(BIN)/resnet-study bench train --device cpu --n 3 --dataset fashion-mnist
+
+clean:
+	rm -rf $(VENV) results test-artifacts .pytest_cache

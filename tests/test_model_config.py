@@ -1,0 +1,72 @@
+"""The model against the paper (§4.2, Table 6) and the run configuration's rules."""
+
+import json
+
+import pytest
+import torch
+
+from core.config import ExperimentConfig, default_milestones
+from core.model import layers, param_count, resnet
+from tests.conftest import run_cli
+
+# He et al. 2016, Table 6: parameters of ResNet-20/32/44/56/110 with option A.
+PAPER_PARAMS_M = {3: 0.27, 5: 0.46, 7: 0.66, 9: 0.85, 18: 1.7}
+
+
+@pytest.mark.parametrize("n", sorted(PAPER_PARAMS_M))
+def test_layers_and_params_match_the_paper(n):
+    out = json.loads(run_cli("model", "--n", n, "--shortcut", "A", "--json").stdout)
+    assert out["layers"] == 6 * n + 2 == layers(n)
+    assert abs(out["params"] / 1e6 - PAPER_PARAMS_M[n]) / PAPER_PARAMS_M[n] < 0.02, out
+
+
+def test_option_a_is_parameter_free_and_b_adds_projections():
+    a, b, plain = (param_count(resnet(3, s)) for s in ("A", "B", "none"))
+    assert a == plain  # option A adds no parameters; the plain net has the same layers
+    # B: two 1x1 projections (16->32, 32->64) with BN where the shape changes, identity elsewhere.
+    assert b - a == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+
+
+def test_shortcuts_shape_and_downsampling():
+    x = torch.randn(4, 3, 32, 32)
+    for s in ("A", "B", "none"):
+        net = resnet(2, s)
+        assert net(x).shape == (4, 10)
+        feats = net.stack3(net.stack2(net.stack1(torch.relu(net.bn1(net.conv1(x))))))
+        assert feats.shape == (4, 64, 8, 8)
+
+
+@pytest.mark.parametrize("shortcut", ["B", "none"])
+def test_b_and_plain_train(shortcut):
+    """A few SGD steps of the paper's recipe on a fixed batch lower the loss for option B and the plain net."""
+    torch.manual_seed(0)
+    net = resnet(1, shortcut).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    x, y = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (64,))
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_lr_schedule_milestones_and_warmup():
+    cfg = ExperimentConfig(epochs=164, milestones=[82, 123], warmup_epochs=1)
+    assert [cfg.lr_at(e) for e in (1, 2, 82, 83, 123, 124, 164)] == [0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    assert default_milestones(20) == [10, 15] and default_milestones(100) == [50, 75]
+    assert ExperimentConfig(epochs=20).milestones == [10, 15]  # each epoch budget has its own schedule
+    assert ExperimentConfig(epochs=1).milestones == []
+
+
+def test_run_id_is_stable_and_tells_configs_apart():
+    a = ExperimentConfig(n=7, dataset="cifar10", epochs=50)
+    assert a.run_id == ExperimentConfig(n=7, dataset="cifar10", epochs=50).run_id
+    assert a.run_id.startswith("resnet44A-cifar10-e50-s0-")
+    others = {ExperimentConfig(n=7, dataset="cifar10", epochs=50, seed=1).run_id,
+              ExperimentConfig(n=7, dataset="cifar10", epochs=100).run_id,
+              ExperimentConfig(n=7, dataset="cifar10", epochs=50, augment="report").run_id,
+              ExperimentConfig(n=7, dataset="cifar10", epochs=50, run_name="mine").run_id}
+    assert a.run_id not in others and len(others) == 4

@@ -1,0 +1,125 @@
+"""`resnet-study train` end to end: real data, real processes, the real results store."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core import data
+from tests.conftest import (CLI, LUMA, class_colours, cli_env, make_cifar_colour, query, run_cli, tiny_train_args)
+
+
+def test_fashion_mnist_short_run_far_below_chance(tmp_path, fashion_mnist_available):
+    results = tmp_path / "results"
+    proc = run_cli("train", "--n", "1", "--dataset", "fashion-mnist", "--epochs", "3", "--train-limit", "10000",
+                   "--test-limit", "2000", "--device", "cpu", "--results-dir", results)
+    epochs = [json.loads(line) for line in proc.stdout.splitlines()]  # not a terminal: one JSON line per epoch
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    [run] = query(results, "SELECT * FROM runs")
+    assert run["status"] == "completed" and run["dataset"] == "fashion-mnist" and run["layers"] == 8
+    assert run["train_size"] == 10000 and run["test_size"] == 2000
+    assert run["test_error"] < 0.35, run  # chance is 0.9
+    rows = query(results, f"SELECT * FROM epochs WHERE run_id = '{run['run_id']}' ORDER BY epoch")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["lr"] for r in rows] == [0.1, 0.1, 0.01]  # default milestones: 50 % and 75 % of 3 epochs -> [2]
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("train_error", "test_error"))
+    assert rows[-1]["test_error"] == pytest.approx(run["test_error"])
+    assert run["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in rows))
+    confusion = query(results, "SELECT true_label, predicted_label, count, true_class FROM confusion "
+                               "WHERE split = 'test'")
+    assert len(confusion) == 100 and sum(c["count"] for c in confusion) == 2000
+    wrong = sum(c["count"] for c in confusion if c["true_label"] != c["predicted_label"])
+    assert wrong / 2000 == pytest.approx(run["test_error"])
+    assert {c["true_class"] for c in confusion} >= {"Trouser", "Ankle boot"}
+
+
+def test_cifar10_format_learnable_only_from_colour(tmp_path):
+    """Classes differ only in hue (equal luma): near-zero error proves RGB order, labels and the on-disk layout."""
+    data_dir = make_cifar_colour(tmp_path / "data")
+    train, test, classes = data.load("cifar10", data_dir)
+    assert train.images.shape == (2500, 3, 32, 32) and test.images.shape == (500, 3, 32, 32)
+    assert classes[3] == "colour3"
+    # The loader keeps R, G, B in order: remove each image's grey level, and the nearest class colour is its label.
+    means = train.images.double().mean(dim=(2, 3)).numpy()
+    chroma = means - (means @ LUMA)[:, None]
+    nearest = np.argmin(((chroma[:, None, :] - class_colours()[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(nearest == train.labels.numpy()) > 0.95, "channel order differs from the file's R, G, B planes"
+
+    results = tmp_path / "results"
+    run_cli("train", "--n", "1", "--dataset", "cifar10", "--epochs", "2", "--data-dir", data_dir, "--device", "cpu",
+            "--results-dir", results)
+    [run] = query(results, "SELECT test_error, train_size FROM runs")
+    assert run["train_size"] == 2500
+    assert run["test_error"] < 0.05, run
+
+
+def test_validation_split_is_stratified_seeded_and_recorded(tmp_path, fashion_mnist_available):
+    labels = torch.arange(10).repeat_interleave(100)
+    tr, val = data.stratified_split(labels, 50, seed=3)
+    assert len(val) == 50 and len(tr) == 950 and not set(tr.tolist()) & set(val.tolist())
+    assert torch.bincount(labels[val], minlength=10).tolist() == [5] * 10
+    assert torch.equal(val, data.stratified_split(labels, 50, seed=3)[1])
+    assert not torch.equal(val, data.stratified_split(labels, 50, seed=4)[1])
+
+    results = tmp_path / "results"
+    run_cli(*tiny_train_args(results, "--val-split", "56"))
+    [run] = query(results, "SELECT * FROM runs")
+    assert run["train_size"] == 200 and run["val_size"] == 56 and run["val_error"] is not None
+    rows = query(results, "SELECT val_loss, val_error FROM epochs")
+    assert len(rows) == 2 and all(r["val_error"] is not None for r in rows)
+    splits = query(results, "SELECT split, sum(count) AS images FROM confusion GROUP BY split ORDER BY split")
+    assert splits == [{"split": "test", "images": 200}, {"split": "val", "images": 56}]
+
+
+def _epochs_done(results, run_id):
+    try:
+        shard = json.loads((results / "runs" / run_id / "run.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return len(shard["epochs"])
+
+
+def test_kill_9_then_same_command_finishes_with_one_row_per_epoch(tmp_path, fashion_mnist_available):
+    results = tmp_path / "results"
+    args = ["train", "--n", "1", "--dataset", "fashion-mnist", "--epochs", "4", "--train-limit", "1500",
+            "--test-limit", "200", "--device", "cpu", "--progress", "json", "--results-dir", str(results)]
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    first = json.loads(proc.stdout.readline())  # printed after the epoch's checkpoint and shard are written
+    run_id = first["run_id"]
+    assert first["epoch"] == 1 and _epochs_done(results, run_id) >= 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [run] = query(results, "SELECT status, epochs_done FROM runs")
+    assert run["status"] == "running" and 1 <= run["epochs_done"] < 4
+
+    again = run_cli(*args)
+    assert "resuming after epoch" in again.stderr
+    rows = query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch")
+    assert rows == [{"epoch": e, "copies": 1} for e in (1, 2, 3, 4)]
+    [run] = query(results, "SELECT status, epochs_done FROM runs")
+    assert run == {"status": "completed", "epochs_done": 4}
+
+    done = run_cli(*args)  # a finished run: nothing to do, and it says so
+    assert "already completed" in done.stderr
+    assert query(results, "SELECT count(*) AS n FROM epochs") == [{"n": 4}]
+
+
+def test_kill_9_at_random_moments(tmp_path, fashion_mnist_available):
+    """Killed again and again at arbitrary moments (mid-epoch, mid-write, mid-sync), the run still ends exact."""
+    results = tmp_path / "results"
+    args = tiny_train_args(results, "--epochs", "3")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+        time.sleep(float(rng.uniform(2.0, 7.0)))
+        proc.kill()
+        proc.wait()
+    run_cli(*args)
+    rows = query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch")
+    assert rows == [{"epoch": e, "copies": 1} for e in (1, 2, 3)]
+    assert query(results, "SELECT status FROM runs") == [{"status": "completed"}]

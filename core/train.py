@@ -40,7 +40,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise StudyError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
     if device not in ("cpu", "cuda"):
-        raise StudyError(f"unknown device {device!r}; use auto, cpu or cuda")
+        raise StudyError(f"--device: unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
 
 

@@ -82,7 +82,7 @@ def train(
     seed: int = typer.Option(0, help="Seeds init, data order, augmentation and the validation split."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(0.1, help="Initial learning rate."),
-    milestones: Optional[str] = typer.Option(None, help="Epochs after which lr /= 10, e.g. 82,123 [default: 50%,75%]."),
+    milestones: Optional[str] = typer.Option(None, help="Epochs after which lr /= 10, e.g. 82,123 (default: 50 % and 75 % of --epochs)."),
     warmup_epochs: int = typer.Option(0, help="Train the first K epochs at lr/10 (the paper's n=18 warm-up)."),
     val_split: int = typer.Option(0, help="Hold out K training images, stratified (paper: 5000)."),
     train_limit: Optional[int] = typer.Option(None, help="Use only the first K training images."),

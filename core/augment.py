@@ -35,36 +35,39 @@ def _uniform(shape, low: float, high: float, g: torch.Generator, device) -> torc
     return torch.rand(shape, generator=g, device=device) * (high - low) + low
 
 
-def random_flip(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    mask = torch.rand(x.shape[0], generator=g, device=x.device) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(-1), x), mask
+def _flip_mask(n: int, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) < 0.5
 
 
-def random_crop(x: torch.Tensor, g: torch.Generator, pad: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad by `pad`, then cut a per-sample random window of the original size (one gather on flat indices).
+def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = PAD):
+    """Zero-pad by `pad`, cut a per-sample random window of the original size, flip it with p = 0.5: one gather on
+    flat indices, where a flipped image simply reads its window's columns right to left.
 
-    Returns the crops and the per-sample (row, col) offsets into the padded image, each in [0, 2 * pad]."""
+    Returns (images, per-sample (row, col) offsets into the padded image, each in [0, 2 * pad], flip mask)."""
     n, c, h, w = x.shape
     hp, wp = h + 2 * pad, w + 2 * pad
     padded = F.pad(x, (pad, pad, pad, pad)).view(n, c, hp * wp)
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g, device=x.device)
-    window = (torch.arange(h, device=x.device)[:, None] * wp + torch.arange(w, device=x.device)).view(1, 1, h * w)
-    start = (offsets[:, 0] * wp + offsets[:, 1]).view(n, 1, 1)
-    return padded.gather(2, (start + window).expand(n, c, h * w)).view(n, c, h, w), offsets
+    flipped = _flip_mask(n, g, x.device)
+    cols = torch.arange(w, device=x.device)
+    cols = torch.where(flipped[:, None], w - 1 - cols, cols) + offsets[:, 1:2]  # (N, W)
+    rows = (torch.arange(h, device=x.device) + offsets[:, 0:1]) * wp  # (N, H)
+    index = (rows[:, :, None] + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.gather(2, index).view(n, c, h, w), offsets, flipped
 
 
-def random_rotation(x: torch.Tensor, g: torch.Generator, max_deg: float = MAX_ROTATION_DEG):
-    """Rotate each image about its centre by its own angle in [-max_deg, max_deg] (counter-clockwise positive),
-    nearest-neighbour, corners filled with zeros: torchvision's RandomRotation(max_deg) on each image."""
-    n = x.shape[0]
-    angles = _uniform(n, -max_deg, max_deg, g, x.device)
+def _rotate(x: torch.Tensor, angles: torch.Tensor, flipped: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each image about its centre by its angle in degrees (counter-clockwise positive), nearest-neighbour,
+    corners filled with zeros; then mirror the images in `flipped`, folded into the same sampling grid."""
     rad = angles * (math.pi / 180)
     cos, sin = torch.cos(rad), torch.sin(rad)
     zero = torch.zeros_like(cos)
     # affine_grid maps output pixel -> input pixel: the inverse rotation, which for (x right, y down) is this matrix.
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    # Mirroring the output reads output column x from -x: the grid's x column changes sign.
+    sign = torch.where(flipped, -1.0, 1.0).to(cos.dtype) if flipped is not None else torch.ones_like(cos)
+    theta = torch.stack([torch.stack([cos * sign, -sin, zero], 1), torch.stack([sin * sign, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False), angles
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -102,21 +105,20 @@ def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = JITTER):
 
 
 def random_sharpness(x: torch.Tensor, g: torch.Generator, factor: float = SHARPNESS_FACTOR, p: float = 0.5):
-    """torchvision's adjust_sharpness per sample: blend with a 3x3 smoothed image (borders kept), with prob. p.
-    Returns (images, applied mask)."""
-    c = x.shape[1]
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device, dtype=x.dtype) / 13
-    smooth = F.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)
+    """torchvision's adjust_sharpness per sample, with prob. p: blend with the image smoothed by the 3x3 kernel
+    [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 (PIL's SMOOTH; border pixels kept). The kernel is a 3x3 box sum plus 4x
+    the centre, computed as shifted-slice sums (cheaper on CPU than a depthwise conv). Returns (images, applied)."""
+    box = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = box[..., :-2] + box[..., 1:-1] + box[..., 2:]
     degenerate = x.clone()
-    degenerate[..., 1:-1, 1:-1] = smooth
+    degenerate[..., 1:-1, 1:-1] = (box + 4 * x[..., 1:-1, 1:-1]) / 13
     applied = torch.rand(x.shape[0], generator=g, device=x.device) < p
     factors = torch.where(applied, factor, 1.0).to(x.dtype)
     return _blend(x, degenerate, factors), applied
 
 
 def paper(x: torch.Tensor, g: torch.Generator, record: dict | None = None) -> torch.Tensor:
-    x, offsets = random_crop(x, g)
-    x, flipped = random_flip(x, g)
+    x, offsets, flipped = random_crop_flip(x, g)
     if record is not None:
         record.update(offsets=offsets - PAD, flipped=flipped)  # offsets as shifts in [-PAD, PAD]
     return x.float().div_(255)
@@ -124,8 +126,9 @@ def paper(x: torch.Tensor, g: torch.Generator, record: dict | None = None) -> to
 
 def report(x: torch.Tensor, g: torch.Generator, record: dict | None = None) -> torch.Tensor:
     x = x.float().div_(255)
-    x, angles = random_rotation(x, g)
-    x, flipped = random_flip(x, g)
+    angles = _uniform(x.shape[0], -MAX_ROTATION_DEG, MAX_ROTATION_DEG, g, x.device)
+    flipped = _flip_mask(x.shape[0], g, x.device)
+    x = _rotate(x, angles, flipped)  # the rotation, then the flip, in one grid_sample
     x, factors, order = color_jitter(x, g)
     x, sharpened = random_sharpness(x, g)
     if record is not None:

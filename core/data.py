@@ -255,10 +255,9 @@ class DeviceLoader:
         return -(-len(self.split) // self.batch_size)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] floats -> (x - mean) / std, written straight into a channels_last tensor (one pass, one copy)."""
-        out = torch.empty_like(x, memory_format=torch.channels_last)
-        torch.sub(x, self.mean, out=out)
-        return out.div_(self.std)
+        """[0, 1] floats -> (x - mean) / std in channels_last. Computed in NCHW, then copied once: on CPU, broadcast
+        arithmetic over channels_last with 3 channels innermost is several times slower."""
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def __iter__(self):
         n = len(self.split)

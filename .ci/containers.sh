@@ -47,7 +47,7 @@ CI_DATA_DIR=/nonexistent CI_API_PORT=1 "$COMPOSE" -f compose.yaml -f .ci/compose
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml compose.gpu.yaml .ci/compose.ci.yaml
 
 step "kubernetes-validate --strict -k 1.32.0"
-"$VENV/bin/kubernetes-validate" --strict -k 1.32.0 k8s/sweep.yaml k8s/results-api.yaml
+"$VENV/bin/kubernetes-validate" --strict -k 1.32.0 k8s/sweep.yaml k8s/results-api.yaml k8s/fetch-data.yaml
 kubectl_out=$(mktemp)
 if command -v kubectl >/dev/null; then
   kubectl kustomize k8s/ > "$kubectl_out"
@@ -78,12 +78,12 @@ cleanup() {
     kill -0 "$DOCKERD_PID" 2>/dev/null && kill -9 "$DOCKERD_PID"
     wait "$DOCKERD_PID" 2>/dev/null
   fi
-  # dockerd leaves its network namespace mounted
-  grep -o " $WORK/exec[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m"; done
+  # dockerd leaves its network namespace mounted; an interrupted debootstrap leaves proc/sys in the rootfs
+  awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   if [ $rc -ne 0 ] && [ -f "$WORK/dockerd.log" ]; then
     echo "-- last lines of dockerd.log:"; tail -n 20 "$WORK/dockerd.log"
   fi
-  rm -rf "$WORK"
+  rm -rf --one-file-system "$WORK"
   echo "== containers: $([ $rc -eq 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - T0 )) s"
   exit $rc
 }

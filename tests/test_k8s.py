@@ -261,7 +261,31 @@ def test_the_configmap_ships_the_spec_file_and_the_pods_run_its_cells():
 def test_kustomization_lists_every_manifest():
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert kust["kind"] == "Kustomization"
-    assert sorted(kust["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kust["resources"]) == sorted(MANIFESTS)
+    assert sorted(p.name for p in K8S.glob("*.yaml")) == sorted([*MANIFESTS, "kustomization.yaml", "fetch-data.yaml"])
+
+
+def test_fetch_data_job_fills_the_sweeps_data_claim():
+    """k8s/fetch-data.yaml (applied by hand, before the sweep): same claim as sweep.yaml, torchvision's layout."""
+    docs = [d for d in yaml.safe_load_all((K8S / "fetch-data.yaml").read_text()) if d]
+    proc = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "-k", "1.32.0",
+                           str(K8S / "fetch-data.yaml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.count("passed") == 2, proc.stdout + proc.stderr
+    (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert pvc == next(d for d in load_docs() if d["kind"] == "PersistentVolumeClaim"
+                       and d["metadata"]["name"] == sw.DATA_CLAIM)
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == dockerfile_uid()
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == sw.DATA_CLAIM
+    (c,) = pod["containers"]
+    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert c["command"][:2] == ["python", "-c"]
+    code = c["command"][2]
+    compile(code, "fetch-data", "exec")
+    # torchvision puts them where core.data looks: /data/cifar-10-batches-py, /data/FashionMNIST/raw
+    assert 'CIFAR10("/data", train=True, download=True)' in code and 'FashionMNIST("/data"' in code
 
 
 def mutate(path: str, value):

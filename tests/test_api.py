@@ -434,7 +434,9 @@ def test_answers_while_four_train_processes_write(tmp_path, fashion_mnist_availa
             seen_epochs |= {(r["run_id"], r["epochs_done"]) for r in srv.get("/runs").json()}
         for p in procs:
             assert p.wait(timeout=60) == 0, p.stderr.read()
-        assert seen_runs == sorted(seen_runs) and seen_runs[-1] == 4  # never goes backwards, ends with all four
+        seen_runs.append(srv.get("/healthz").json()["runs"])
+        assert seen_runs == sorted(seen_runs), seen_runs  # never goes backwards
+        assert seen_runs[-1] == 4, (seen_runs, sorted(p.name for p in (results / "runs").iterdir()))
         assert len(seen_runs) >= 5  # it really answered many times while the jobs ran
         assert any(done < 3 for _, done in seen_epochs)  # it served runs part-way through
         final = srv.get("/runs", params={"status": "completed"}).json()
@@ -491,3 +493,20 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
         assert_png((ARTIFACTS / "dashboard.png").read_bytes())
     finally:
         driver.quit()
+
+
+def test_store_reader_follows_each_new_snapshot(tmp_path):
+    """DuckDB caches one instance per path in a process: a reader that simply reconnected by path kept serving the
+    first snapshot for as long as any old connection lived. The service must see every snapshot sync publishes."""
+    from core import store
+    from results_api import queries
+
+    results = tmp_path / "results"
+    db = queries.Store(results)
+    assert queries.count_runs(db) == 0  # no snapshot yet: empty, and nothing written by the reader
+    assert not results.exists()
+    for i in range(1, 4):
+        store.write_shard(results, {"run_id": f"r{i}", "status": "running"}, [], [])
+        held = db.reader.connection()  # an old connection stays alive across the next sync
+        assert queries.count_runs(db) == i
+        assert held is not None

@@ -320,13 +320,24 @@ def connect_read(results_dir: Path) -> duckdb.DuckDBPyConnection:
         if not db.exists():
             raise StudyError(f"{db} does not exist yet; run `resnet-study train --results-dir {results_dir}` first")
     try:
-        return duckdb.connect(str(db), read_only=True)
+        return _attach_read_only(db)
     except duckdb.IOException:
         copy = Path(tempfile.mkdtemp(prefix="resnet-study-")) / DB_NAME
         shutil.copyfile(db, copy)
-        con = duckdb.connect(str(copy), read_only=True)
+        con = _attach_read_only(copy)
         copy.unlink()  # stays readable through the open handle; nothing left behind
         return con
+
+
+def _attach_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """`path` read-only in a private in-memory instance, as the default catalog `store`. Not duckdb.connect(path):
+    DuckDB caches one instance per path in a process, so while any connection to an older snapshot is alive,
+    connect(path) returns that OLD snapshot even after sync replaced the file. Cursors start in the default
+    catalog again: run `USE store` on them (StoreReader.query does)."""
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS store (READ_ONLY)")
+    con.execute("USE store")
+    return con
 
 
 def data_version(results_dir: Path) -> tuple[int, int]:
@@ -364,6 +375,7 @@ class StoreReader:
     def query(self, sql: str, params=None) -> tuple[list[str], list[tuple]]:
         cur = self.connection().cursor()
         try:
+            cur.execute("USE store")
             cur.execute(sql, params or [])
             cols = [d[0] for d in cur.description] if cur.description else []
             return cols, cur.fetchall()

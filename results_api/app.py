@@ -24,10 +24,14 @@ from jinja2 import Environment, PackageLoader
 from pydantic import BaseModel, create_model
 
 from core import store
-from core.config import Augment, Dataset, Shortcut
 from results_api import figures, queries, tables
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+# The values of core.config's Dataset / Shortcut / Augment (tests check they agree), spelled out here because
+# importing core.config imports torch: seconds of start-up the service does not need.
+Dataset = Literal["cifar10", "fashion-mnist"]
+Shortcut = Literal["A", "B", "none"]
+Augment = Literal["paper", "report", "none"]
 Status = Literal["running", "completed", "failed"]
 FIGURE_CACHE_SIZE = 256
 DASHBOARD_RUNS = 50

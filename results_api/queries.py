@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -51,10 +52,17 @@ class Store:
             return self.reader.query(sql, params)
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
-        """Rows as dicts; NaN / inf (a diverged run's loss) become None, which JSON can carry."""
         cols, rows = self.query(sql, params)
-        return [{c: None if isinstance(v, float) and not math.isfinite(v) else v for c, v in zip(cols, r)}
-                for r in rows]
+        return [{c: _jsonable(v) for c, v in zip(cols, r)} for r in rows]
+
+
+def _jsonable(v):
+    """NaN / inf (a diverged run's loss) -> None; the store's naive UTC timestamps -> aware (RFC 3339 with offset)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, datetime) and v.tzinfo is None:
+        return v.replace(tzinfo=timezone.utc)
+    return v
 
 
 def _empty_if_no_store(fn):
@@ -185,27 +193,19 @@ def comparison(db: Store, dataset: str | None = None, metric: str | None = None)
 # ---------------------------------------------------------------- figure data
 
 
-def _budget_filter(epochs: int | None) -> tuple[str, list]:
-    """Runs of one epoch budget per curve: `epochs` when given, else the longest budget of each (dataset, depth,
-    plain-or-residual) group (different budgets have different lr schedules: their curves do not average)."""
-    if epochs is not None:
-        return "epochs = ?", [epochs]
-    return "epochs = max(epochs) OVER (PARTITION BY dataset, layers, shortcut = 'none')", []
-
-
 @_empty_if_no_store
 def curves(db: Store, dataset: str | None, epochs: int | None) -> list[dict]:
-    """Per (dataset, plain?, layers, epoch): mean train/test error (%) over the runs (running or completed) of the
-    chosen budget."""
-    cond, params = _budget_filter(epochs)
+    """Per (dataset, plain?, layers, epoch): mean train/test error (%) over the runs (running or completed) of one
+    epoch budget: `epochs` when given, else the longest budget of each (dataset, depth, plain-or-residual) group
+    (different budgets have different lr schedules: their curves do not average)."""
     return db.rows(
         "WITH sel AS (SELECT run_id, dataset, layers, shortcut = 'none' AS plain, epochs FROM runs "
-        "WHERE status IN ('completed', 'running') AND (? IS NULL OR dataset = ?) "
-        f"QUALIFY {cond}) "
+        "WHERE status IN ('completed', 'running') AND (? IS NULL OR dataset = ?) AND (? IS NULL OR epochs = ?) "
+        "QUALIFY epochs = max(epochs) OVER (PARTITION BY dataset, layers, shortcut = 'none')) "
         "SELECT s.dataset, s.plain, s.layers, any_value(s.epochs) AS budget, e.epoch, count(*) AS runs, "
         "avg(e.train_error) * 100 AS train_error, avg(e.test_error) * 100 AS test_error "
         "FROM sel s JOIN epochs e USING (run_id) GROUP BY s.dataset, s.plain, s.layers, e.epoch "
-        "ORDER BY s.dataset, s.plain, s.layers, e.epoch", [dataset, dataset, *params])
+        "ORDER BY s.dataset, s.plain, s.layers, e.epoch", [dataset, dataset, epochs, epochs])
 
 
 @_empty_if_no_store

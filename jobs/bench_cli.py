@@ -39,6 +39,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
         seed: int = typer.Option(0, help="Initial weights and data order."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+        save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
         data_dir: Optional[Path] = DataDir,
     ):
         """Measure training img/s side by side: (a) model-only, (b) this project's loop, (c) the classic peer."""
@@ -58,4 +59,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
                             data_dir=data_dir)
         res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
+        if save:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            save.write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res, indent=1) if as_json else format_report(res))

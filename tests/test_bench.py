@@ -1,0 +1,75 @@
+"""`resnet-study bench train`: the real CLI in a real process, small step counts (the figures are in docs/benchmarks.md)."""
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+SMALL = ["--device", "cpu", "--n", "1", "--steps", "2", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
+         "--workers", "1"]
+
+
+def test_prints_three_throughputs_and_ratios(fashion_mnist_available):
+    out = run_cli("bench", "train", "--dataset", "fashion-mnist", *SMALL).stdout
+    rates = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\((a|b:paper|c:paper)\) .*? (\d+\.\d) ", out, re.M)}
+    assert set(rates) == {"a", "b:paper", "c:paper"}, out
+    ratios = dict(re.findall(r"(b:paper/a|b:paper/c:paper) (\d+\.\d\d)", out))
+    assert float(ratios["b:paper/a"]) == pytest.approx(rates["b:paper"] / rates["a"], abs=0.011)
+    assert float(ratios["b:paper/c:paper"]) == pytest.approx(rates["b:paper"] / rates["c:paper"], abs=0.011)
+    assert re.search(r"^evaluation: \d+ img/s \(1000 images, batch 1000\)$", out, re.M)
+    assert "ResNet-8 (n=1" in out and "fashion-mnist [real]" in out and "load average" in out
+    assert re.search(r"peak RSS of this process over the whole benchmark: \d+ MB", out)
+
+
+def test_json_with_both_presets(fashion_mnist_available):
+    res = json.loads(run_cli("bench", "train", "--dataset", "fashion-mnist", "--augment", "paper,report", "--json",
+                             *SMALL).stdout)
+    pipes = res["pipelines"]
+    assert list(pipes) == ["a", "b:paper", "c:paper", "b:report", "c:report"]
+    for name, p in pipes.items():
+        assert len(p["rounds"]) == 1 and p["images_per_second"] > 0 and math.isfinite(p["images_per_second"])
+        assert p["epoch_seconds_50k"] == pytest.approx(50_000 / p["images_per_second"])
+        assert p["seconds_per_step"] == pytest.approx(128 / p["images_per_second"])
+        assert 100 < p["peak_rss_mb"] < 8000 and p["peak_gpu_mb"] is None
+    rate = {k: v["images_per_second"] for k, v in pipes.items()}
+    assert res["ratios"]["b:report/c:report"] == pytest.approx(rate["b:report"] / rate["c:report"])
+    assert res["ratios"]["report_cost_over_paper"] == pytest.approx(rate["b:paper"] / rate["b:report"] - 1)
+    assert pipes["b:report"]["loader_ms_per_batch"] > 0
+    assert res["options"]["steps"] == 2 and res["model"] == "ResNet-8" and res["device_type"] == "cpu"
+    assert len(res["load_avg_start"]) == 3 and res["data_source"] == "real"
+    assert res["command"].startswith("resnet-study bench train")
+
+
+def test_cifar10_shaped_images_where_cifar10_is_absent(tmp_path):
+    res = json.loads(run_cli("bench", "train", "--dataset", "cifar10", "--data-dir", tmp_path, "--json",
+                             *SMALL).stdout)
+    assert res["data_source"].startswith("generated")
+    assert all(p["images_per_second"] > 0 for p in res["pipelines"].values())
+
+
+def test_resnet110_at_batch_128_stays_under_4_gb(fashion_mnist_available):
+    res = json.loads(run_cli("bench", "train", "--dataset", "fashion-mnist", "--device", "cpu", "--n", "18",
+                             "--no-classic", "--steps", "2", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
+                             "--json").stdout)
+    assert res["model"] == "ResNet-110" and list(res["pipelines"]) == ["a", "b:paper"]
+    assert res["peak_rss_mb_process"] < 4096, res
+
+
+def test_cuda(fashion_mnist_available):
+    """With a GPU: the CUDA path end to end. Without one: asking for it is a one-line error, not a traceback."""
+    if torch.cuda.is_available():
+        res = json.loads(run_cli("bench", "train", "--dataset", "fashion-mnist", *SMALL[2:], "--device", "cuda",
+                                 "--json").stdout)
+        assert res["device_type"] == "cuda" and all(p["peak_gpu_mb"] > 0 for p in res["pipelines"].values())
+    else:
+        proc = run_cli("bench", "train", "--device", "cuda", check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--device" in proc.stderr, proc.stderr
+
+
+def test_unknown_preset_is_a_one_line_error():
+    proc = run_cli("bench", "train", "--augment", "paper,fancy", check=False)
+    assert proc.returncode == 2 and "fancy" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -224,10 +224,9 @@ def create_app(results_dir: Path) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, summary="the dashboard: table, figures, runs")
     def dashboard():
-        figs = [("error-curves", "", 900), ("accuracy", "", 900), ("depth-vs-accuracy", "", 900),
-                ("time-vs-accuracy", "", 600), ("confusion", "", 520)]
+        figs = ["error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "confusion"]
         if queries.has_plain_runs(db):
-            figs.append(("plain-vs-resnet", "", 900))
+            figs.append("plain-vs-resnet")
         alts = {"error-curves": "train (dashed) and test (solid) error vs epoch, one line per depth",
                 "accuracy": "test accuracy vs epoch", "depth-vs-accuracy": "final test accuracy vs depth, "
                 "with published numbers", "time-vs-accuracy": "final test accuracy vs training time",
@@ -236,7 +235,7 @@ def create_app(results_dir: Path) -> FastAPI:
             title="resnet-study results", results_dir=str(db.results_dir), total_runs=queries.count_runs(db),
             status_counts=queries.status_counts(db), table=tables.html_context(queries.comparison(db)),
             runs=queries.recent_runs(db, DASHBOARD_RUNS),
-            figures=[{"name": n, "query": q, "width": w, "alt": alts[n]} for n, q, w in figs])
+            figures=[{"name": n, "alt": alts[n]} for n in figs])
         return HTMLResponse(page)
 
     return app

@@ -57,6 +57,19 @@ def serve(results_dir: Path, host: str, port: int) -> None:
     uvicorn.run(create_app(results_dir), host=host, port=port, log_level="warning", access_log=False)
 
 
+def print_wide(header: list[str], rows: list[list[str]], title: str) -> None:
+    """A rich table whose labels never wrap: on a terminal, cells fold to fit; piped, lines are as long as needed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, no_wrap=i < 3, justify="left" if i < 3 else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
+
+
 def register(app: typer.Typer, results_app: typer.Typer, sweep_app: typer.Typer, bench_app: typer.Typer) -> None:
     from jobs.cli import ResultsDir
 
@@ -78,7 +91,6 @@ def register(app: typer.Typer, results_app: typer.Typer, sweep_app: typer.Typer,
     ):
         """Print the comparison table: mean ± std (runs) per depth x epochs, beside the published numbers."""
         from core import store
-        from jobs.cli import print_rows
         from results_api import queries, tables
 
         _check_choice("--dataset", dataset, DATASETS)
@@ -95,8 +107,7 @@ def register(app: typer.Typer, results_app: typer.Typer, sweep_app: typer.Typer,
         elif fmt == "markdown":
             sys.stdout.write(tables.as_markdown(table))
         else:
-            header, rows = tables.wide(table, compact=True)
-            print_rows(header, rows, "table", title=f"Comparison table ({table.runs_counted} completed runs)")
+            print_wide(*tables.wide(table, compact=True), title=f"Comparison table ({table.runs_counted} completed runs)")
 
     @app.command("report")
     def report_cmd(

@@ -17,6 +17,7 @@ import io
 import threading
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
@@ -151,9 +152,13 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
             ax.scatter([r["train_seconds"] for r in pts], [r["accuracy"] for r in pts], color=colours[layers],
                        marker=markers.get(ds, "s"), s=28, alpha=0.75, edgecolors="none",
                        label=f"{DATASET_TITLES.get(ds, ds)}, {layers} layers")
-    ax.set_xscale("log")
+    seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
+    log = bool(seconds) and max(seconds) > 20 * min(seconds)
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_title(title)
-    ax.set_xlabel("training time (s, log scale)")
+    ax.set_xlabel("training time (s, log scale)" if log else "training time (s)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right", ncol=2)

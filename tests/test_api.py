@@ -219,7 +219,7 @@ def test_figures_png_and_svg(server, study, name):
         assert b"Ankle boot" in svg.content or b"Ankle" in svg.content  # class names drawn (SVG keeps text)
 
 
-def test_figure_cache_is_keyed_by_data_version(server):
+def test_a_repeated_figure_comes_from_the_cache(server):
     t = time.perf_counter()
     first = server.get("/figures/time-vs-accuracy.png", params={"dataset": "fashion-mnist"}).content
     cold = time.perf_counter() - t
@@ -422,7 +422,7 @@ def test_answers_while_four_train_processes_write(tmp_path, fashion_mnist_availa
                                    "--train-limit", "600", "--test-limit", "300", "--results-dir", str(results)],
                                   env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True) for seed in range(4)]
-        seen_runs, seen_epochs, polls = [], set(), 0
+        seen_runs, seen_epochs, curves, polls = [], set(), set(), 0
         urls = ["/healthz", "/runs", "/tables/comparison", "/tables/comparison?format=csv", "/",
                 "/figures/error-curves.png", "/figures/time-vs-accuracy.svg"]
         while any(p.poll() is None for p in procs) or polls < len(urls):
@@ -430,6 +430,8 @@ def test_answers_while_four_train_processes_write(tmp_path, fashion_mnist_availa
                 r = srv.get(url)
                 assert r.status_code == 200, (url, r.status_code, r.text[:300])
                 polls += 1
+                if url == "/figures/error-curves.png":
+                    curves.add(hashlib.sha256(r.content).hexdigest())
             seen_runs.append(srv.get("/healthz").json()["runs"])
             seen_epochs |= {(r["run_id"], r["epochs_done"]) for r in srv.get("/runs").json()}
         for p in procs:
@@ -439,6 +441,7 @@ def test_answers_while_four_train_processes_write(tmp_path, fashion_mnist_availa
         assert seen_runs[-1] == 4, (seen_runs, sorted(p.name for p in (results / "runs").iterdir()))
         assert len(seen_runs) >= 5  # it really answered many times while the jobs ran
         assert any(done < 3 for _, done in seen_epochs)  # it served runs part-way through
+        assert len(curves) >= 2  # the figure cache is keyed by data version: new epochs, new figure
         final = srv.get("/runs", params={"status": "completed"}).json()
         assert len(final) == 4 and all(r["epochs_done"] == 3 for r in final)
         cells = srv.get("/tables/comparison", params={"dataset": "fashion-mnist", "metric": "test_error"}).json()

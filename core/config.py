@@ -15,8 +15,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.model import layers as count_layers
-
 Dataset = Literal["cifar10", "fashion-mnist"]
 Shortcut = Literal["A", "B", "none"]
 Augment = Literal["paper", "report", "none"]
@@ -78,7 +76,7 @@ class ExperimentConfig(BaseModel):
 
     @property
     def layers(self) -> int:
-        return count_layers(self.n)
+        return 6 * self.n + 2  # as core.model.layers; not imported from there so that config loads without torch
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 1-based `epoch`: warm-up at lr/10 (the paper's n=18 recipe), then /10 per milestone passed."""

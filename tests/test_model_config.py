@@ -16,7 +16,7 @@ PAPER_PARAMS_M = {3: 0.27, 5: 0.46, 7: 0.66, 9: 0.85, 18: 1.7}
 @pytest.mark.parametrize("n", sorted(PAPER_PARAMS_M))
 def test_layers_and_params_match_the_paper(n):
     out = json.loads(run_cli("model", "--n", n, "--shortcut", "A", "--json").stdout)
-    assert out["layers"] == 6 * n + 2 == layers(n)
+    assert out["layers"] == 6 * n + 2 == layers(n) == ExperimentConfig(n=n).layers
     assert abs(out["params"] / 1e6 - PAPER_PARAMS_M[n]) / PAPER_PARAMS_M[n] < 0.02, out
 
 

@@ -58,8 +58,9 @@ def check_jsonschema(*paths: Path) -> subprocess.CompletedProcess:
 def test_compose_files_are_valid_for_compose_v1_and_the_compose_spec():
     for files in (["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]):
         assert services(*files).keys() == {"train", "sweep", "results-api"}
-    ci = services("compose.yaml", ".ci/compose.ci.yaml", env={"CI_DATA_DIR": "/srv/data", "CI_API_PORT": "18123"})
-    assert ci["results-api"]["network_mode"] == "host" and ci["results-api"]["command"].endswith("--port 18123")
+    ci = services("compose.yaml", ".ci/compose.ci.yaml", env={"CI_DATA_DIR": "/srv/data", "RESULTS_API_PORT": "18123"})
+    assert ci["train"]["network_mode"] == "none" and "/srv/data:/data:ro" in ci["train"]["volumes"]
+    assert ci["results-api"]["ports"] == [{"published": 18123, "target": 8000}]
     proc = check_jsonschema(ROOT / "compose.yaml", ROOT / "compose.gpu.yaml", ROOT / ".ci" / "compose.ci.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -138,7 +138,9 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[ExperimentConfig]:
                 cfg = ExperimentConfig(**{**spec.fixed, **setting, "seed": seed})
             except ValidationError as e:
                 err = e.errors()[0]
-                key = ".".join(map(str, err["loc"])) if err["loc"] else "cell"
+                key = str(err["loc"][0]) if err["loc"] else "cell"
+                if key in spec.fixed and key not in setting:
+                    key = f"fixed.{key}"
                 msg = err["msg"].removeprefix("Value error, ")
                 raise StudyError(f"{where}: {origin} cell {setting}: {key}: {msg}") from None
             if cfg.run_id in seen:
@@ -174,7 +176,7 @@ def load(spec: str | Path) -> Sweep:
         parsed = SweepSpec.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(map(str, err["loc"])) or "spec"
+        key = ".".join(str(part) for part in err["loc"] if "[" not in str(part)) or "spec"  # no union type names
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg += f"; the keys are: {', '.join(SweepSpec.model_fields)}"

@@ -46,6 +46,8 @@ def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     ("grid: {n: [1]}\nname: Bad_Name\n", r"name: String should match pattern"),
     ("extra: [{n: 18, warmup_epochs: 30, epochs: 20}]\n", r"extra\[0\] cell .*warmup_epochs \(30\) must be smaller"),
     ("- n: 1\n", r"a sweep spec is a mapping"),
+    ("grid: {n: 3}\n", r"grid\.n: Input should be a valid list"),
+    ("grid: {n: [1]}\nfixed: {epochs: ten}\n", r"fixed\.epochs: Input should be a valid integer"),
 ])
 def test_spec_errors_name_the_key(tmp_path, text, message):
     path = write_spec(tmp_path, text)

@@ -57,9 +57,9 @@ class BenchOptions:
     dataset: str = "fashion-mnist"
     augment: list[str] = field(default_factory=lambda: ["paper"])
     batch_size: int = 128
-    steps: int = 20  # timed steps per pipeline per round
+    steps: int = 12  # timed steps per pipeline per round
     warmup: int = 4  # untimed steps per pipeline per round (>= the classic loader's prefetch: 2 per worker)
-    rounds: int = 3
+    rounds: int = 5
     workers: int = 2  # classic DataLoader worker processes
     eval_images: int = 5000
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)

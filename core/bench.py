@@ -389,7 +389,9 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         rates: dict[str, list[float]] = {p.name: [] for p in pipelines}
         peak_rss: dict[str, float | None] = {p.name: None for p in pipelines}
         peak_gpu: dict[str, float | None] = {p.name: None for p in pipelines}
+        round_loads = []
         for r in range(opts.rounds):
+            round_loads.append(os.getloadavg()[0])
             for p in pipelines:
                 if opts.warmup:
                     p.run(opts.warmup)
@@ -441,13 +443,24 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         "bench": "train", "started_at": started, "finished_at": _now(), "options": opts_dict,
         "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
         "device": device_name(device), "device_type": device.type, "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.processor() or ''}".strip(),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
         "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
+        "load_avg_1min_rounds": round_loads,
         "pipelines": results, "ratios": ratios,
         "evaluation": {"images_per_second": eval_rate, "images": len(test), "batch_size": EVAL_BATCH},
         "peak_rss_mb_process": _max_rss_mb(),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @contextmanager
@@ -463,20 +476,22 @@ def _max_rss_mb() -> float:
 
 def format_report(res: dict) -> str:
     o = res["options"]
+    width = max(len(f"({name}) {p['label']}") for name, p in res["pipelines"].items())
     lines = [
         f"{res['model']} (n={o['n']}, shortcut {o['shortcut']}, {res['params']:,} params), {o['dataset']} "
         f"[{res['data_source']}], batch {o['batch_size']}, {res['device']}",
         f"{o['rounds']} rounds x {o['steps']} timed steps per pipeline (after {o['warmup']} untimed each round); "
         f"median over rounds; torch {res['torch_version']}, {res['torch_threads']} threads",
         f"load average {' '.join(f'{x:.2f}' for x in res['load_avg_start'])} at start, "
-        f"{' '.join(f'{x:.2f}' for x in res['load_avg_end'])} at end",
+        f"{' '.join(f'{x:.2f}' for x in res['load_avg_end'])} at end; 1-min load at each round's start: "
+        f"{' '.join(f'{x:.2f}' for x in res['load_avg_1min_rounds'])}",
         "",
-        f"{'pipeline':<56} {'img/s':>8} {'s/step':>7} {'epoch 50k':>10} {'peak RSS':>9}"
+        f"{'pipeline':<{width}} {'img/s':>8} {'s/step':>7} {'epoch 50k':>10} {'peak RSS':>9}"
         + (f" {'peak GPU':>9}" if res["device_type"] == "cuda" else ""),
     ]
     for name, p in res["pipelines"].items():
         rss = f"{p['peak_rss_mb']:.0f} MB" if p["peak_rss_mb"] is not None else "n/a"
-        line = (f"({name}) {p['label']:<{51 - len(name)}} {p['images_per_second']:8.1f} {p['seconds_per_step']:7.3f} "
+        line = (f"{f'({name}) ' + p['label']:<{width}} {p['images_per_second']:8.1f} {p['seconds_per_step']:7.3f} "
                 f"{p['epoch_seconds_50k']:9.1f}s {rss:>9}")
         if res["device_type"] == "cuda":
             line += f" {p['peak_gpu_mb']:6.0f} MB"
@@ -490,4 +505,5 @@ def format_report(res: dict) -> str:
     ev = res["evaluation"]
     lines.append(f"evaluation: {ev['images_per_second']:.0f} img/s ({ev['images']} images, batch {ev['batch_size']})")
     lines.append(f"peak RSS of this process over the whole benchmark: {res['peak_rss_mb_process']:.0f} MB")
+    lines.append(f"machine: {res['machine']}; {res['started_at']} UTC")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`resnet-study bench train`: the real CLI in a real process, small step counts (the figures are in docs/benchmarks.md)."""
+"""`resnet-study bench train`: the real CLI in real processes, small step counts (figures: docs/benchmarks.md)."""
 
 import json
 import math
@@ -13,25 +13,27 @@ SMALL = ["--device", "cpu", "--n", "1", "--steps", "2", "--warmup", "1", "--roun
          "--workers", "1"]
 
 
-def test_prints_three_throughputs_and_ratios(fashion_mnist_available):
-    out = run_cli("bench", "train", "--dataset", "fashion-mnist", *SMALL).stdout
-    rates = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\((a|b:paper|c:paper)\) .*? (\d+\.\d) ", out, re.M)}
-    assert set(rates) == {"a", "b:paper", "c:paper"}, out
+def test_prints_three_throughputs_and_ratios_and_saves_json(tmp_path, fashion_mnist_available):
+    saved = tmp_path / "bench.json"
+    out = run_cli("bench", "train", "--dataset", "fashion-mnist", "--augment", "paper,report", "--save", saved,
+                  *SMALL).stdout
+    names = ("a", "b:paper", "c:paper", "b:report", "c:report")
+    rates = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\(([a-z:]+)\) .*? (\d+\.\d) ", out, re.M)}
+    assert tuple(rates) == names, out
     ratios = dict(re.findall(r"(b:paper/a|b:paper/c:paper) (\d+\.\d\d)", out))
     assert float(ratios["b:paper/a"]) == pytest.approx(rates["b:paper"] / rates["a"], abs=0.011)
     assert float(ratios["b:paper/c:paper"]) == pytest.approx(rates["b:paper"] / rates["c:paper"], abs=0.011)
+    assert "report_cost_over_paper" in out
     assert re.search(r"^evaluation: \d+ img/s \(1000 images, batch 1000\)$", out, re.M)
     assert "ResNet-8 (n=1" in out and "fashion-mnist [real]" in out and "load average" in out
     assert re.search(r"peak RSS of this process over the whole benchmark: \d+ MB", out)
 
-
-def test_json_with_both_presets(fashion_mnist_available):
-    res = json.loads(run_cli("bench", "train", "--dataset", "fashion-mnist", "--augment", "paper,report", "--json",
-                             *SMALL).stdout)
+    res = json.loads(saved.read_text())  # the same run, for tracking
     pipes = res["pipelines"]
-    assert list(pipes) == ["a", "b:paper", "c:paper", "b:report", "c:report"]
+    assert tuple(pipes) == names
     for name, p in pipes.items():
-        assert len(p["rounds"]) == 1 and p["images_per_second"] > 0 and math.isfinite(p["images_per_second"])
+        assert p["images_per_second"] == pytest.approx(rates[name], abs=0.051)
+        assert len(p["rounds"]) == 1 and math.isfinite(p["images_per_second"])
         assert p["epoch_seconds_50k"] == pytest.approx(50_000 / p["images_per_second"])
         assert p["seconds_per_step"] == pytest.approx(128 / p["images_per_second"])
         assert 100 < p["peak_rss_mb"] < 8000 and p["peak_gpu_mb"] is None

@@ -1,4 +1,4 @@
-"""The fast loop learns what the classic pipeline learns: same model, recipe, subset and seed, same test error ± 1 point.
+"""The fast loop learns what the classic pipeline learns: same model, recipe, subset, seed; test error within 1 point.
 
 The fast side is `resnet-study train` (device-resident data, batched per-sample augmentation, channels_last, foreach
 SGD); the classic side is core.bench.classic_train (torchvision's FashionMNIST class, per-sample PIL transforms,

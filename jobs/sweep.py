@@ -303,13 +303,18 @@ STATES = ("completed", "running", "interrupted", "failed", "missing")
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process runs: a zombie (dead, not yet reaped, e.g. under an init that does not reap) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Owner:

@@ -181,7 +181,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
-        return f.read().split(") ")[1][0] != "Z"
+        return f.read().rpartition(")")[2].split()[0] != "Z"
 
 
 def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fashion_mnist_available):
@@ -191,8 +191,8 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
         fixed: {n: 1, dataset: fashion-mnist, test_limit: 100}
         extra:
           - {epochs: 1, train_limit: 128}
-          - {epochs: 8, train_limit: 256}
-          - {epochs: 8, train_limit: 320}
+          - {epochs: 12, train_limit: 384}
+          - {epochs: 12, train_limit: 320}
         """.replace("\n        ", "\n"))
     results = tmp_path / "results"
     cells = sw.load(spec).cells
@@ -211,10 +211,10 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
     finally:
         sweep.send_signal(signal.SIGKILL)  # no handler runs: the cells die by the parent-death signal
         out = sweep.communicate(timeout=60)[0]
-    assert "cell 0 completed" in out and "cell 2 started" in out, out
+    assert "cell 0 started" in out and "cell 1 started" in out, out  # cell 2 may or may not have started
     wait_for(lambda: not pid_alive(owner["pid"]), 30, "the orphaned cell to die")
     before = {i: shard(results, c.run_id) for i, c in enumerate(cells)}
-    assert before[1]["status"] == "running" and 1 <= before[1]["epochs_done"] < 8  # what a SIGKILL leaves behind
+    assert before[1]["status"] == "running" and 1 <= before[1]["epochs_done"] < 12  # what a SIGKILL leaves behind
     states = status(spec, results)
     assert states[0] == "completed" and states[1] == "interrupted"
     assert states[2] == ("interrupted" if before[2] else "missing")
@@ -228,7 +228,7 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
     assert status(spec, results) == ["completed"] * 3
     epochs = query(results, "SELECT run_id, count(*) AS n, count(DISTINCT epoch) AS d, max(epoch) AS last "
                             "FROM epochs GROUP BY run_id ORDER BY run_id")
-    assert sorted((e["n"], e["d"], e["last"]) for e in epochs) == [(1, 1, 1), (8, 8, 8), (8, 8, 8)]
+    assert sorted((e["n"], e["d"], e["last"]) for e in epochs) == [(1, 1, 1), (12, 12, 12), (12, 12, 12)]
     assert not (results / "runs" / cells[1].run_id / sw.OWNER_NAME).exists()
 
     third = run_cli("sweep", "local", spec, "--parallel", "2", "--device", "cpu", "--results-dir", results)

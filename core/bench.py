@@ -11,6 +11,7 @@ pipeline is the median over rounds.
 
 (a) model-only: one synthetic batch, already normalised, in channels_last, on the device, fed to
     core.train.train_one_epoch S times: the ceiling for any data pipeline with this model and this step code.
+    (a) and (b) run in `--precision` (default auto: bf16 autocast on CUDA and on CPUs with AMX, as `train` does).
 (b) this project's loop: core.train.train_one_epoch over core.data.DeviceLoader on real data (Fashion-MNIST from
     Debian's package or --data-dir; CIFAR-10 from --data-dir, or CIFAR-10-shaped generated images where it is
     absent) with the chosen augmentation preset, batched on the device.
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 
 from core import StudyError, data
 from core.model import layers, param_count, resnet
-from core.train import EVAL_BATCH, device_name, evaluate, resolve_device, train_one_epoch
+from core.train import EVAL_BATCH, device_name, evaluate, resolve_device, resolve_precision, train_one_epoch
 
 EPOCH_IMAGES = 50_000  # "epoch time" is quoted for a CIFAR-10-sized epoch on every data set
 
@@ -64,6 +65,7 @@ class BenchOptions:
     eval_images: int = 5000
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)
     compile: bool = False  # torch.compile the model of (a) and (b)
+    precision: str = "auto"  # of (a) and (b), as core.train.resolve_precision; (c) is fp32, as the peers write it
     classic: bool = True
     seed: int = 0
     data_dir: Path | None = None
@@ -295,32 +297,35 @@ class Pipeline:
 
 
 class ModelOnly(Pipeline):
-    def __init__(self, model, device, batch_size: int, compile: bool):
-        self.name, self.label = "a", "model-only (synthetic batch on device)"
+    def __init__(self, model, device, precision: str, batch_size: int, compile: bool):
+        self.name, self.label = "a", f"model-only (synthetic batch on device, {precision})"
         self.model = torch.compile(model) if compile else model
-        self.device, self.optimizer = device, _fast_optimizer(model)
+        self.device, self.precision, self.optimizer = device, precision, _fast_optimizer(model)
         g = torch.Generator(device=device).manual_seed(1)
         self.x = torch.randn(batch_size, 3, 32, 32, device=device, generator=g).contiguous(
             memory_format=torch.channels_last)
         self.y = torch.randint(0, 10, (batch_size,), device=device, generator=g)
 
     def run(self, steps: int) -> float:
-        return train_one_epoch(self.model, itertools.repeat((self.x, self.y), steps), self.optimizer, self.device)[2]
+        return train_one_epoch(self.model, itertools.repeat((self.x, self.y), steps), self.optimizer, self.device,
+                               self.precision)[2]
 
 
 class ThisLoop(Pipeline):
-    def __init__(self, model, device, bd: BenchData, batch_size: int, augment: str, compile: bool, seed: int):
-        self.name, self.label = f"b:{augment}", f"this loop (DeviceLoader, augment {augment})"
+    def __init__(self, model, device, precision: str, bd: BenchData, batch_size: int, augment: str, compile: bool,
+                 seed: int):
+        self.name, self.label = f"b:{augment}", f"this loop (DeviceLoader, augment {augment}, {precision})"
         self.raw_model = model  # evaluation runs the eager model, as core.train.run does
         self.model = torch.compile(model) if compile else model
-        self.device, self.optimizer = device, _fast_optimizer(model)
+        self.device, self.precision, self.optimizer = device, precision, _fast_optimizer(model)
         g = torch.Generator(device=device).manual_seed(seed)
         self.loader = data.DeviceLoader(bd.train, batch_size, bd.mean, bd.std, device=device, augment=augment,
                                         shuffle=True, generator=g)
         self.batches = _forever(self.loader)
 
     def run(self, steps: int) -> float:
-        return train_one_epoch(self.model, itertools.islice(self.batches, steps), self.optimizer, self.device)[2]
+        return train_one_epoch(self.model, itertools.islice(self.batches, steps), self.optimizer, self.device,
+                               self.precision)[2]
 
     def loader_seconds_per_batch(self, batches: int) -> float:
         """The data pipeline alone: gather + augmentation + normalisation, no model."""
@@ -335,7 +340,7 @@ class ThisLoop(Pipeline):
 class Classic(Pipeline):
     def __init__(self, model, device, bd: BenchData, root: Path, batch_size: int, augment: str, workers: int,
                  seed: int):
-        self.name, self.label = f"c:{augment}", f"classic (PIL transforms, {workers} workers, augment {augment})"
+        self.name, self.label = f"c:{augment}", f"classic (PIL transforms, {workers} workers, augment {augment}, fp32)"
         self.model, self.device = model, device
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         dataset = classic_dataset(bd, root, True, classic_transform(bd.dataset, augment, bd.mean, bd.std))
@@ -367,6 +372,7 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     if opts.steps < 1 or opts.rounds < 1 or opts.warmup < 0:
         raise StudyError("--steps and --rounds must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if device.type == "cuda":
@@ -379,10 +385,11 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     log(f"data: {opts.dataset} ({bd.source}), {len(bd.train)} training images, setup {setup_seconds:.1f} s")
 
     with torchvision_root(opts.dataset, opts.data_dir) if opts.classic else _nothing() as root:
-        pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, opts.batch_size, opts.compile)]
+        pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, precision, opts.batch_size,
+                                               opts.compile)]
         for preset in opts.augment:
-            pipelines.append(ThisLoop(_model(opts, device, True), device, bd, opts.batch_size, preset, opts.compile,
-                                      opts.seed))
+            pipelines.append(ThisLoop(_model(opts, device, True), device, precision, bd, opts.batch_size, preset,
+                                      opts.compile, opts.seed))
             if opts.classic:
                 pipelines.append(Classic(_model(opts, device, False), device, bd, root, opts.batch_size, preset,
                                          opts.workers, opts.seed))
@@ -413,10 +420,10 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         test = bd.test.head(opts.eval_images)
         test_loader = data.DeviceLoader(test, EVAL_BATCH, bd.mean, bd.std, device=device)
         evaluate(fast.raw_model, data.DeviceLoader(test.head(EVAL_BATCH), EVAL_BATCH, bd.mean, bd.std, device=device),
-                 device)  # warm-up
+                 device, precision)  # warm-up
         _sync(device)
         start = time.perf_counter()
-        evaluate(fast.raw_model, test_loader, device)
+        evaluate(fast.raw_model, test_loader, device, precision)
         _sync(device)
         eval_rate = len(test) / (time.perf_counter() - start)
 
@@ -442,7 +449,8 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     return {
         "bench": "train", "started_at": started, "finished_at": _now(), "options": opts_dict,
         "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
-        "device": device_name(device), "device_type": device.type, "torch_threads": torch.get_num_threads(),
+        "device": device_name(device), "device_type": device.type, "precision": precision,
+        "torch_threads": torch.get_num_threads(),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
         "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
@@ -479,7 +487,7 @@ def format_report(res: dict) -> str:
     width = max(len(f"({name}) {p['label']}") for name, p in res["pipelines"].items())
     lines = [
         f"{res['model']} (n={o['n']}, shortcut {o['shortcut']}, {res['params']:,} params), {o['dataset']} "
-        f"[{res['data_source']}], batch {o['batch_size']}, {res['device']}",
+        f"[{res['data_source']}], batch {o['batch_size']}, {res['device']}, (a) and (b) in {res['precision']}",
         f"{o['rounds']} rounds x {o['steps']} timed steps per pipeline (after {o['warmup']} untimed each round); "
         f"median over rounds; torch {res['torch_version']}, {res['torch_threads']} threads",
         f"load average {' '.join(f'{x:.2f}' for x in res['load_avg_start'])} at start, "

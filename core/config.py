@@ -20,6 +20,8 @@ Shortcut = Literal["A", "B", "none"]
 Augment = Literal["paper", "report", "none"]
 DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist")
 AUGMENTS: tuple[str, ...] = ("paper", "report", "none")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # where and how to run: options, not part of the identity
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 IDENTITY_FIELDS = (
     "n", "shortcut", "dataset", "epochs", "augment", "seed", "batch_size", "lr", "momentum", "weight_decay",

@@ -58,7 +58,8 @@ RUN_COLUMNS = {
     "warmup_epochs": "INTEGER", "val_split": "INTEGER", "train_limit": "INTEGER", "test_limit": "INTEGER",
     "train_size": "INTEGER", "val_size": "INTEGER", "test_size": "INTEGER", "params": "BIGINT",
     "status": "VARCHAR", "epochs_done": "INTEGER", "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP",
-    "updated_at": "TIMESTAMP", "device": "VARCHAR", "torch_version": "VARCHAR", "train_seconds": "DOUBLE",
+    "updated_at": "TIMESTAMP", "device": "VARCHAR", "precision": "VARCHAR", "torch_version": "VARCHAR",
+    "train_seconds": "DOUBLE",
     "train_error": "DOUBLE", "test_loss": "DOUBLE", "test_error": "DOUBLE", "val_loss": "DOUBLE",
     "val_error": "DOUBLE", "error_message": "VARCHAR", "config": "VARCHAR",
 }
@@ -212,6 +213,8 @@ def sync(results_dir: Path) -> bool:
 def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for table, cols in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
+        for c, t in cols.items():  # a snapshot written by an older version gains the columns added since
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {t}")
     con.execute(
         "CREATE TABLE IF NOT EXISTS _shards (run_id VARCHAR PRIMARY KEY, inode UBIGINT, mtime_ns UBIGINT, size UBIGINT)"
     )

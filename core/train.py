@@ -10,7 +10,8 @@
   in the results store. The same command again resumes from the checkpoint; the shard is rebuilt from the
   checkpoint's rows, so a `kill -9` at any moment leaves exactly one row per epoch after the re-run.
 - Hot path: data resident on the device as uint8, batched per-sample augmentation there, channels_last, bf16
-  autocast on CUDA, metrics accumulated on the device and read once per epoch.
+  autocast where the hardware computes in bf16 (`--precision auto`: CUDA, and CPUs with AMX), metrics accumulated
+  on the device and read once per epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core import StudyError, data, store
-from core.config import ExperimentConfig
+from core.config import PRECISIONS, ExperimentConfig
 from core.model import param_count, resnet
 
 EVAL_BATCH = 1000
@@ -54,8 +55,30 @@ def now() -> str:
     return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (Intel AMX, Sapphire Rapids and later): there oneDNN runs the
+    convolutions under bf16 autocast about 1.6x faster than fp32 (docs/benchmarks.md); elsewhere bf16 is emulated."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 autocast where the hardware computes in bf16 (CUDA GPUs from Ampere on, AMX CPUs), else fp32.
+    bf16 autocast keeps fp32 weights, optimizer state and losses; only the convolutions and the classifier run in bf16.
+    """
+    if precision not in PRECISIONS:
+        raise StudyError(f"--precision: unknown precision {precision!r}; use auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    return "bf16" if cpu_has_bf16_units() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _sync(device: torch.device) -> None:
@@ -66,7 +89,8 @@ def _sync(device: torch.device) -> None:
 # ---------------------------------------------------------------- one epoch, evaluation
 
 
-def train_one_epoch(model, loader, optimizer, device, on_step=None) -> tuple[float, float, float, int]:
+def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32", on_step=None,
+                    ) -> tuple[float, float, float, int]:
     """Returns (mean loss, error fraction, seconds, images). One host<->device sync, at the end."""
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -75,7 +99,7 @@ def train_one_epoch(model, loader, optimizer, device, on_step=None) -> tuple[flo
     _sync(device)
     start = time.perf_counter()
     for x, y in loader:
-        with _autocast(device):
+        with autocast(device, precision):
             out = model(x)
             loss = F.cross_entropy(out, y)
         optimizer.zero_grad(set_to_none=True)
@@ -92,13 +116,13 @@ def train_one_epoch(model, loader, optimizer, device, on_step=None) -> tuple[flo
 
 
 @torch.inference_mode()
-def evaluate(model, loader, device) -> tuple[float, float, torch.Tensor]:
+def evaluate(model, loader, device, precision: str = "fp32") -> tuple[float, float, torch.Tensor]:
     """Returns (mean loss, error fraction, 10x10 confusion counts [true, predicted]). No augmentation, big batches."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     confusion = torch.zeros(NUM_CLASSES * NUM_CLASSES, device=device, dtype=torch.long)
     for x, y in loader:
-        with _autocast(device):
+        with autocast(device, precision):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         confusion += torch.bincount(y * NUM_CLASSES + out.argmax(1), minlength=NUM_CLASSES * NUM_CLASSES)
@@ -157,6 +181,7 @@ class RunOptions:
     download: bool = False
     progress: str = "auto"  # auto | bar | json
     compile: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16
 
 
 def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[dict]:
@@ -186,6 +211,7 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
     device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
     ds = data.prepare(cfg.dataset, opts.data_dir, download=opts.download, train_limit=cfg.train_limit,
                       test_limit=cfg.test_limit, val_split=cfg.val_split, seed=cfg.seed)
 
@@ -225,7 +251,8 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
         "train_size": len(ds.train), "val_size": len(ds.val) if ds.val else 0, "test_size": len(ds.test),
         "params": param_count(model), "status": "running", "epochs_done": len(rows),
         "started_at": (previous or {}).get("run", {}).get("started_at") or now(), "finished_at": None,
-        "updated_at": now(), "device": device_name(device), "torch_version": torch.__version__,
+        "updated_at": now(), "device": device_name(device), "precision": precision,
+        "torch_version": torch.__version__,
         "train_seconds": sum(r["epoch_seconds"] for r in rows), "train_error": None, "test_loss": None,
         "test_error": None, "val_loss": None, "val_error": None, "error_message": None,
         "config": cfg.model_dump_json(),
@@ -240,9 +267,9 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             train_loss, train_error, seconds, images = train_one_epoch(step_model, train_loader, optimizer, device,
-                                                                       progress.step)
-            test_loss, test_error, _ = evaluate(model, test_loader, device)
-            val_loss, val_error = evaluate(model, val_loader, device)[:2] if val_loader else (None, None)
+                                                                       precision, progress.step)
+            test_loss, test_error, _ = evaluate(model, test_loader, device, precision)
+            val_loss, val_error = evaluate(model, val_loader, device, precision)[:2] if val_loader else (None, None)
             row = {"run_id": run_id, "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_error": train_error,
                    "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
                    "epoch_seconds": seconds, "images_per_second": images / seconds}
@@ -263,10 +290,10 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
     finally:
         progress.close()
 
-    _, _, test_cm = evaluate(model, test_loader, device)
+    _, _, test_cm = evaluate(model, test_loader, device, precision)
     confusion = _confusion_rows(run_id, "test", test_cm, ds.classes)
     if val_loader:
-        confusion += _confusion_rows(run_id, "val", evaluate(model, val_loader, device)[2], ds.classes)
+        confusion += _confusion_rows(run_id, "val", evaluate(model, val_loader, device, precision)[2], ds.classes)
     run_row.update(status="completed", finished_at=now(), updated_at=now())
     store.write_shard(results_dir, run_row, rows, confusion)
     log(f"{run_id}: completed {cfg.epochs} epochs in {run_row['train_seconds']:.1f} s of training; "

@@ -36,6 +36,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         eval_images: int = typer.Option(5000, help="Test images for the evaluation throughput."),
         threads: Optional[int] = typer.Option(None, help="torch.set_num_threads [default: torch's, one per core]."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model of (a) and (b)."),
+        precision: str = typer.Option("auto", help="Of (a) and (b): auto (as `train`), fp32 or bf16. (c) is fp32."),
         classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
         seed: int = typer.Option(0, help="Initial weights and data order."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
@@ -55,7 +56,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
             raise StudyError("--augment: name at least one preset (paper, report, none)")
         opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
                             batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
-                            eval_images=eval_images, threads=threads, compile=compile, classic=classic, seed=seed,
+                            eval_images=eval_images, threads=threads, compile=compile, precision=precision, classic=classic, seed=seed,
                             data_dir=data_dir)
         res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         res["command"] = " ".join(["resnet-study", *sys.argv[1:]])

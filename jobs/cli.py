@@ -41,6 +41,8 @@ app.add_typer(bench_app, name="bench")
 
 ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
                           help="Results store directory (shards + results.duckdb).")
+Precision = typer.Option("auto", help="auto (bf16 autocast on CUDA and on CPUs with Intel AMX, else fp32), fp32 "
+                                      "or bf16. Like --device, not part of the run id.")
 DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
                        help="Data sets in torchvision's layouts: cifar-10-batches-py/, FashionMNIST/raw/.")
 
@@ -90,6 +92,7 @@ def train(
     run_name: Optional[str] = typer.Option(None, help="Label for the run id (letters, digits, . _ -)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays on long GPU runs)."),
+    precision: str = Precision,
     download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
     progress: str = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json."),
     data_dir: Optional[Path] = DataDir,
@@ -110,7 +113,7 @@ def train(
     if progress not in ("auto", "bar", "json"):
         raise StudyError(f"--progress: use auto, bar or json (got {progress!r})")
     opts = RunOptions(results_dir=results_dir_or_default(results_dir), data_dir=data_dir, device=device,
-                      download=download, progress=progress, compile=compile)
+                      download=download, progress=progress, compile=compile, precision=precision)
     run(cfg, opts, log=lambda msg: print(msg, file=sys.stderr))
 
 

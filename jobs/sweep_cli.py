@@ -32,7 +32,7 @@ LOG_DIR = "sweep-logs"  # under the results dir: one log per cell that `sweep lo
 
 def register(app, results_app, sweep_app, bench_app) -> None:
     from jobs import sweep as sw
-    from jobs.cli import DataDir, ResultsDir, print_rows, results_dir_or_default
+    from jobs.cli import DataDir, Precision, ResultsDir, print_rows, results_dir_or_default
 
     @sweep_app.command("list")
     def sweep_list(spec: str = Spec, fmt: str = Format):
@@ -49,6 +49,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
                                                        "Indexed Kubernetes Job]."),
         device: str = Device,
+        precision: str = Precision,
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
         progress: str = typer.Option("auto", help="auto, bar or json."),
@@ -74,7 +75,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
         log(f"{sweep.name} cell {index}/{len(sweep)}: {cfg.run_id}")
         opts = RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
-                          compile=compile)
+                          compile=compile, precision=precision)
         state, _ = sw.cell_state(rdir, cfg)
         if state == "completed":
             run(cfg, opts, log=log)  # says so and returns
@@ -90,6 +91,7 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         spec: str = Spec,
         parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="Cells to run at a time."),
         device: str = Device,
+        precision: str = Precision,
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
         data_dir: Optional[Path] = DataDir,
@@ -99,6 +101,12 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         interrupted cells, skips completed ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
         from core import store
 
+        from core.config import DEVICES, PRECISIONS
+
+        if device not in DEVICES:  # checked here, not by every cell process
+            raise StudyError(f"--device: unknown device {device!r}; use {', '.join(DEVICES)}")
+        if precision not in PRECISIONS:
+            raise StudyError(f"--precision: unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
         sweep = sw.load(spec)
         rdir = results_dir_or_default(results_dir)
         store.ensure_writable(rdir)
@@ -115,8 +123,8 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         print(f"{sweep.name}: {len(sweep)} cells; {len(todo)} to run ({_counts(s for _, s in todo)}), "
               f"{len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}", flush=True)
 
-        base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()), "--device", device, "--progress", "json",
-                                 "--results-dir", str(rdir)]
+        base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()), "--device", device, "--precision",
+                                 precision, "--progress", "json", "--results-dir", str(rdir)]
         base += ["--data-dir", str(data_dir)] if data_dir else []
         base += ["--compile"] if compile else []
         base += ["--download"] if download else []

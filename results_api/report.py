@@ -21,7 +21,8 @@ from results_api.reference import anchors, reference_rows
 
 CONFIG_COLUMNS = ("run_id", "status", "dataset", "layers", "n", "shortcut", "augment", "epochs", "epochs_done",
                   "seed", "batch_size", "lr", "momentum", "weight_decay", "milestones", "warmup_epochs", "val_split",
-                  "train_limit", "test_limit", "train_size", "val_size", "test_size", "params", "device")
+                  "train_limit", "test_limit", "train_size", "val_size", "test_size", "params", "device",
+                  "precision")
 RESULT_COLUMNS = ("test_error_pct", "train_error_pct", "train_seconds")
 REPORT_FIGURES = ("error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "plain-vs-resnet")
 

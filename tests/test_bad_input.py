@@ -47,6 +47,7 @@ CASES = {
     "truncated CIFAR-10": (["--dataset", "cifar10"], _cifar_truncated, "corrupt"),
     "corrupt Fashion-MNIST": (["--dataset", "fashion-mnist"], _fmnist_corrupt, "corrupt"),
     "unknown device": (["--device", "tpu", "--dataset", "fashion-mnist"], None, "--device"),
+    "unknown precision": (["--precision", "fp8", "--dataset", "fashion-mnist"], None, "--precision"),
 }
 if not torch.cuda.is_available():  # on a machine without a GPU, asking for one is a user error too
     CASES["no CUDA"] = (["--device", "cuda", "--dataset", "fashion-mnist"], None, "--device")

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from core.train import resolve_precision
 from tests.conftest import run_cli
 
 SMALL = ["--device", "cpu", "--n", "1", "--steps", "2", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
@@ -42,6 +43,9 @@ def test_prints_three_throughputs_and_ratios_and_saves_json(tmp_path, fashion_mn
     assert res["ratios"]["report_cost_over_paper"] == pytest.approx(rate["b:paper"] / rate["b:report"] - 1)
     assert pipes["b:report"]["loader_ms_per_batch"] > 0
     assert res["options"]["steps"] == 2 and res["model"] == "ResNet-8" and res["device_type"] == "cpu"
+    auto = resolve_precision("auto", torch.device("cpu"))  # what `train` would use here
+    assert res["precision"] == auto and f"(a) and (b) in {auto}" in out
+    assert pipes["a"]["label"].endswith(f", {auto})") and pipes["c:paper"]["label"].endswith(", fp32)")
     assert len(res["load_avg_start"]) == 3 and res["data_source"] == "real"
     assert res["command"].startswith("resnet-study bench train")
 

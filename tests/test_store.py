@@ -156,3 +156,16 @@ def test_results_query_formats_and_errors(tmp_path, fashion_mnist_available):
         proc = run_cli("results", "query", bad, "--results-dir", results, check=False)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert query(results, "SELECT count(*) AS n FROM runs") == [{"n": 1}]
+
+
+def test_a_snapshot_from_an_older_version_gains_the_new_columns(tmp_path):
+    """A results.duckdb written before a column existed (here: runs.precision) is upgraded by the next sync, not
+    rejected: the new run's value lands in the new column and the old run keeps NULL."""
+    results = tmp_path / "results"
+    store.write_shard(results, {"run_id": "old", "status": "completed"}, [], [])
+    con = duckdb.connect(str(store.db_path(results)), config=store.DUCKDB_CONFIG)
+    con.execute("ALTER TABLE runs DROP COLUMN precision")
+    con.close()
+    store.write_shard(results, {"run_id": "new", "status": "running", "precision": "bf16"}, [], [])
+    rows = store.connect_read(results).execute("SELECT run_id, precision FROM runs ORDER BY run_id").fetchall()
+    assert rows == [("new", "bf16"), ("old", None)]

@@ -66,10 +66,11 @@ def cpu_has_bf16_units() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto`: bf16 autocast where the hardware computes in bf16 (CUDA GPUs from Ampere on, AMX CPUs), else fp32.
-    bf16 autocast keeps fp32 weights, optimizer state and losses; only the convolutions and the classifier run in bf16.
+    bf16 autocast keeps fp32 weights, optimizer state and losses (tested); convolutions and matrix products run in
+    bf16, and the activations between them are bf16.
     """
     if precision not in PRECISIONS:
-        raise StudyError(f"--precision: unknown precision {precision!r}; use auto, fp32 or bf16")
+        raise StudyError(f"--precision: unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -53,6 +53,31 @@ def test_b_and_plain_train(shortcut):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_state():
+    """The CUDA precision path (core.train.autocast), run on the CPU: the layers compute in bf16, while weights,
+    momentum buffers and the loss stay fp32, and the training steps still lower the loss."""
+    from core.train import autocast, train_one_epoch
+
+    torch.manual_seed(0)
+    net = resnet(1).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4, foreach=True)
+    x, y = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (64,))
+    seen = []
+    net.fc.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    device = torch.device("cpu")
+    first = train_one_epoch(net, [(x, y)], opt, device, "bf16")[0]
+    last = train_one_epoch(net, [(x, y)] * 15, opt, device, "bf16")[0]
+    assert set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert all(s["momentum_buffer"].dtype == torch.float32 for s in opt.state.values())
+    with autocast(device, "bf16"):
+        assert torch.nn.functional.cross_entropy(net(x), y).dtype == torch.float32
+    assert last < 0.7 * first, (first, last)
+    seen.clear()
+    train_one_epoch(net, [(x, y)], opt, device, "fp32")
+    assert seen == [torch.float32]
+
+
 def test_lr_schedule_milestones_and_warmup():
     cfg = ExperimentConfig(epochs=164, milestones=[82, 123], warmup_epochs=1)
     assert [cfg.lr_at(e) for e in (1, 2, 82, 83, 123, 124, 164)] == [0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core import StudyError
+
 Dataset = Literal["cifar10", "fashion-mnist"]
 Shortcut = Literal["A", "B", "none"]
 Augment = Literal["paper", "report", "none"]
@@ -22,6 +24,13 @@ DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist")
 AUGMENTS: tuple[str, ...] = ("paper", "report", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # where and how to run: options, not part of the identity
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def check_choice(option: str, what: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`, else the one-line error that names the option and the choices."""
+    if value not in choices:
+        raise StudyError(f"{option}: unknown {what} {value!r}; use {', '.join(choices)}")
+    return value
 
 IDENTITY_FIELDS = (
     "n", "shortcut", "dataset", "epochs", "augment", "seed", "batch_size", "lr", "momentum", "weight_decay",

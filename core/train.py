@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core import StudyError, data, store
-from core.config import PRECISIONS, ExperimentConfig
+from core.config import DEVICES, PRECISIONS, ExperimentConfig, check_choice
 from core.model import param_count, resnet
 
 EVAL_BATCH = 1000
@@ -36,12 +36,11 @@ NUM_CLASSES = 10
 
 
 def resolve_device(device: str) -> torch.device:
+    check_choice("--device", "device", device, DEVICES)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise StudyError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise StudyError(f"--device: unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
 
 
@@ -69,9 +68,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     bf16 autocast keeps fp32 weights, optimizer state and losses (tested); convolutions and matrix products run in
     bf16, and the activations between them are bf16.
     """
-    if precision not in PRECISIONS:
-        raise StudyError(f"--precision: unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if precision != "auto":
+    if check_choice("--precision", "precision", precision, PRECISIONS) != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"

@@ -56,8 +56,8 @@ def register(app, results_app, sweep_app, bench_app) -> None:
             raise StudyError("--augment: name at least one preset (paper, report, none)")
         opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
                             batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
-                            eval_images=eval_images, threads=threads, compile=compile, precision=precision, classic=classic, seed=seed,
-                            data_dir=data_dir)
+                            eval_images=eval_images, threads=threads, compile=compile, precision=precision,
+                            classic=classic, seed=seed, data_dir=data_dir)
         res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
         if save:

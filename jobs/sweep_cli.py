@@ -100,13 +100,10 @@ def register(app, results_app, sweep_app, bench_app) -> None:
         """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time; resumes
         interrupted cells, skips completed ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
         from core import store
+        from core.config import DEVICES, PRECISIONS, check_choice
 
-        from core.config import DEVICES, PRECISIONS
-
-        if device not in DEVICES:  # checked here, not by every cell process
-            raise StudyError(f"--device: unknown device {device!r}; use {', '.join(DEVICES)}")
-        if precision not in PRECISIONS:
-            raise StudyError(f"--precision: unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        check_choice("--device", "device", device, DEVICES)  # here, once, rather than in every cell process
+        check_choice("--precision", "precision", precision, PRECISIONS)
         sweep = sw.load(spec)
         rdir = results_dir_or_default(results_dir)
         store.ensure_writable(rdir)

@@ -72,9 +72,9 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
             TIMESTAMP '2026-01-01' + to_seconds(s.i) AS started_at,
             CASE WHEN s.status = 'completed' THEN TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) END AS finished_at,
             TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) AS updated_at, 'synthetic' AS device,
-            'bf16' AS precision, 'synthetic' AS torch_version, sum(e.epoch_seconds) AS train_seconds, arg_max(e.train_error, e.epoch)
-                AS train_error, 2 * arg_max(e.test_error, e.epoch) AS test_loss, arg_max(e.test_error, e.epoch)
-                AS test_error, NULL AS val_loss, NULL AS val_error,
+            'bf16' AS precision, 'synthetic' AS torch_version, sum(e.epoch_seconds) AS train_seconds,
+            arg_max(e.train_error, e.epoch) AS train_error, 2 * arg_max(e.test_error, e.epoch) AS test_loss,
+            arg_max(e.test_error, e.epoch) AS test_error, NULL AS val_loss, NULL AS val_error,
             CASE WHEN s.status = 'failed' THEN 'synthetic failure' END AS error_message, '{{}}' AS config
         FROM spec s JOIN ep e ON e.run_id = 'synthetic-' || lpad(s.i::VARCHAR, 7, '0')
         GROUP BY ALL""")

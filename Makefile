@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   venv + install + a small real study (Fashion-MNIST, local processes, a DuckDB file), prints a table
+#   make demo   venv + install + a small real study (Fashion-MNIST, local processes, a DuckDB file), then its
+#               comparison table and its comparisons
 #   make test   venv + install + the whole test suite
 SHELL := /bin/bash
 VENV ?= .venv
@@ -9,7 +10,7 @@ APT_TEST := dataset-fashion-mnist chromium chromium-driver docker-compose
 APT_DEMO := dataset-fashion-mnist
 DEMO_RESULTS ?= results/demo
 
-.PHONY: demo test venv system-deps-test system-deps-demo bench clean
+.PHONY: demo test test-fast venv system-deps-test system-deps-demo bench clean
 
 venv: $(STAMP)
 
@@ -39,13 +40,14 @@ system-deps-demo:
 
 demo: venv system-deps-demo
 	$(BIN)/resnet-study sweep local jobs/demo.yaml --parallel 2 --results-dir $(DEMO_RESULTS)
-	$(BIN)/resnet-study results query --results-dir $(DEMO_RESULTS) \
-	  "SELECT layers, n, dataset, epochs, seed, status, round(100 * train_error, 2) AS train_error_pct, \
-	          round(100 * test_error, 2) AS test_error_pct, round(train_seconds, 1) AS train_seconds \
-	   FROM runs ORDER BY dataset, layers, seed"
+	$(BIN)/resnet-study results table --dataset fashion-mnist --results-dir $(DEMO_RESULTS)
+	$(BIN)/resnet-study results compare --results-dir $(DEMO_RESULTS)
 
 test: venv system-deps-test
 	$(BIN)/pytest -q
+
+test-fast: venv system-deps-test
+	$(BIN)/pytest -q -m "not slow"
 
 bench: venv system-deps-demo
 	$(BIN)/resnet-study bench train --device cpu --n 3 --dataset fashion-mnist

@@ -1,41 +1,23 @@
 """One experiment's configuration: the single source of truth for a run, and the run's identity.
 
 A run's id is `<label>-<hash>`: the label is `--run-name` when given, else `resnet<layers><shortcut>-<dataset>-
-e<epochs>-s<seed>`; the hash is the first 10 hex digits of the SHA-256 of the identity fields (every field that
-changes what is trained, see `IDENTITY_FIELDS`) in canonical JSON. The same command therefore finds the same run
-again (resume), and two different experiments never share an id. Where to run (device, data dir, results dir)
-and how to show progress are not part of the identity.
+e<epochs>-s<seed>`; the hash is the first 10 hex digits of the SHA-256 of the identity fields in canonical JSON.
+Every field of `ExperimentConfig` is an identity field unless it is declared with `NOT_IDENTITY` (none is today):
+a field added later changes the run id of the experiments that set it, so two different experiments never share an
+id, and the same command finds the same run again (resume). Where and how to run (device, precision, threads, data
+dir, results dir, progress) are `core.train.RunOptions`, not fields here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core import StudyError
+from .vocab import Augment, Dataset, Shortcut, layers
 
-Dataset = Literal["cifar10", "fashion-mnist"]
-Shortcut = Literal["A", "B", "none"]
-Augment = Literal["paper", "report", "none"]
-DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist")
-AUGMENTS: tuple[str, ...] = ("paper", "report", "none")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # where and how to run: options, not part of the identity
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-
-
-def check_choice(option: str, what: str, value: str, choices: tuple[str, ...]) -> str:
-    """`value` if it is one of `choices`, else the one-line error that names the option and the choices."""
-    if value not in choices:
-        raise StudyError(f"{option}: unknown {what} {value!r}; use {', '.join(choices)}")
-    return value
-
-IDENTITY_FIELDS = (
-    "n", "shortcut", "dataset", "epochs", "augment", "seed", "batch_size", "lr", "momentum", "weight_decay",
-    "milestones", "warmup_epochs", "val_split", "train_limit", "test_limit", "run_name",
-)
+NOT_IDENTITY = {"identity": False}  # Field(..., json_schema_extra=NOT_IDENTITY): recorded, but not in the run id
 
 
 def default_milestones(epochs: int) -> list[int]:
@@ -85,9 +67,21 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
         return self
 
+    @classmethod
+    def identity_fields(cls) -> tuple[str, ...]:
+        """Every field, in declaration order, except those declared with NOT_IDENTITY."""
+        return tuple(name for name, f in cls.model_fields.items()
+                     if (f.json_schema_extra or {}).get("identity", True))
+
+    @classmethod
+    def cell_fields(cls) -> tuple[str, ...]:
+        """What makes one cell of a study: the identity without the seed and the label. Runs that agree on these
+        are repeats of one experiment, and only they are averaged together."""
+        return tuple(f for f in cls.identity_fields() if f not in ("seed", "run_name"))
+
     @property
     def layers(self) -> int:
-        return 6 * self.n + 2  # as core.model.layers; not imported from there so that config loads without torch
+        return layers(self.n)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 1-based `epoch`: warm-up at lr/10 (the paper's n=18 recipe), then /10 per milestone passed."""
@@ -96,7 +90,7 @@ class ExperimentConfig(BaseModel):
         return self.lr / 10 ** sum(epoch > m for m in self.milestones)
 
     def identity(self) -> dict:
-        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        return {k: getattr(self, k) for k in self.identity_fields()}
 
     @property
     def run_id(self) -> str:

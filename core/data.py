@@ -21,19 +21,18 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-import numpy as np
-
-from core import StudyError
-from core import augment as aug
+from . import StudyError
+from . import augment as aug
+from .vocab import CLASS_NAMES, DATASETS, check_choice
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+FASHION_MNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte"]
 
 
 def default_data_dir() -> Path:
@@ -83,7 +82,7 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_cifar10(data_dir: Path) -> tuple[Split, Split, list[str]]:
     root = data_dir / "cifar-10-batches-py"
-    files = [root / f"data_batch_{i}" for i in range(1, 6)] + [root / "test_batch"]
+    files = [root / name for name in CIFAR10_FILES]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise StudyError(
@@ -93,7 +92,7 @@ def load_cifar10(data_dir: Path) -> tuple[Split, Split, list[str]]:
     try:
         parts = [_read_cifar_batch(f) for f in files[:5]]
         test = _read_cifar_batch(files[5])
-        classes = CIFAR10_CLASSES
+        classes = list(CLASS_NAMES["cifar10"])
         meta = root / "batches.meta"
         if meta.is_file():
             with open(meta, "rb") as f:
@@ -123,24 +122,23 @@ def _read_idx(path: Path) -> torch.Tensor:
     return data.reshape(dims)
 
 
-def _find_idx(folders: list[Path], stem: str) -> Path | None:
-    for folder in folders:
-        for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
-def load_fashion_mnist(data_dir: Path) -> tuple[Split, Split, list[str]]:
+def fashion_mnist_files(data_dir: Path) -> list[Path]:
+    """The four idx files (train images, train labels, test images, test labels), .gz or not, from
+    DATA/FashionMNIST/raw/, else from Debian's package."""
     folders = [data_dir / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
-    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    paths = [_find_idx(folders, s) for s in stems]
+    paths = [next((f / name for f in folders for name in (stem, stem + ".gz") if (f / name).is_file()), None)
+             for stem in FASHION_MNIST_STEMS]
     if None in paths:
         raise StudyError(
             f"Fashion-MNIST not found in {folders[0]} or {folders[1]}; install it with "
             f"'apt-get install dataset-fashion-mnist', put torchvision's FashionMNIST/raw/ under --data-dir, "
             f"or add --download"
         )
+    return paths
+
+
+def load_fashion_mnist(data_dir: Path) -> tuple[Split, Split, list[str]]:
+    paths = fashion_mnist_files(data_dir)
     try:
         tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in paths)
         if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
@@ -149,7 +147,7 @@ def load_fashion_mnist(data_dir: Path) -> tuple[Split, Split, list[str]]:
         raise StudyError(
             f"Fashion-MNIST file {paths[0].parent} is corrupt ({type(e).__name__}: {e}); delete it and fetch it again"
         ) from None
-    return Split(_to_3x32(tr_x), tr_y.long()), Split(_to_3x32(te_x), te_y.long()), FASHION_MNIST_CLASSES
+    return Split(_to_3x32(tr_x), tr_y.long()), Split(_to_3x32(te_x), te_y.long()), list(CLASS_NAMES["fashion-mnist"])
 
 
 def _to_3x32(x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +172,7 @@ LOADERS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
 
 
 def load(name: str, data_dir: Path | None = None, download: bool = False) -> tuple[Split, Split, list[str]]:
-    if name not in LOADERS:
-        raise StudyError(f"unknown dataset {name!r}; use one of: {', '.join(LOADERS)}")
+    check_choice("--dataset", "dataset", name, DATASETS)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     try:
         return LOADERS[name](data_dir)

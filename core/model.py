@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SHORTCUTS = ("A", "B", "none")
+from .vocab import NUM_CLASSES, SHORTCUTS
+
 STACK_WIDTHS = (16, 32, 64)
 
 
@@ -72,7 +73,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, n: int, shortcut: str = "A", num_classes: int = 10):
+    def __init__(self, n: int, shortcut: str = "A", num_classes: int = NUM_CLASSES):
         super().__init__()
         if n < 1:
             raise ValueError(f"n must be >= 1 (got {n})")
@@ -112,16 +113,12 @@ def _kaiming_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def layers(n: int) -> int:
-    """Weighted layers of ResNet-(6n+2): the stem conv, 6n convs in the stacks, the classifier."""
-    return 6 * n + 2
-
-
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def resnet(n: int, shortcut: str = "A", num_classes: int = 10) -> ResNet:
+def resnet(n: int, shortcut: str = "A", num_classes: int = NUM_CLASSES) -> ResNet:
+    """ResNet-(6n+2) with `shortcut` A, B or none (the plain net)."""
     return ResNet(n, shortcut, num_classes)
 
 

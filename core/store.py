@@ -39,7 +39,8 @@ from pathlib import Path
 
 import duckdb
 
-from core import StudyError
+from . import StudyError
+from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard
 
 DB_NAME = "results.duckdb"
 RUNS_DIR = "runs"
@@ -50,31 +51,6 @@ DIRTY_NAME = ".sync-dirty"
 LOCK_STALE_S = 60.0
 # Written so that the DuckDB CLI from PyPI (duckdb-cli 1.5.6) can open the file: duckdb 2.x's default format cannot.
 DUCKDB_CONFIG = {"storage_compatibility_version": "v1.5.0"}
-
-RUN_COLUMNS = {
-    "run_id": "VARCHAR", "run_name": "VARCHAR", "n": "INTEGER", "layers": "INTEGER", "shortcut": "VARCHAR",
-    "dataset": "VARCHAR", "epochs": "INTEGER", "augment": "VARCHAR", "seed": "BIGINT", "batch_size": "INTEGER",
-    "lr": "DOUBLE", "momentum": "DOUBLE", "weight_decay": "DOUBLE", "milestones": "VARCHAR",
-    "warmup_epochs": "INTEGER", "val_split": "INTEGER", "train_limit": "INTEGER", "test_limit": "INTEGER",
-    "train_size": "INTEGER", "val_size": "INTEGER", "test_size": "INTEGER", "params": "BIGINT",
-    "status": "VARCHAR", "epochs_done": "INTEGER", "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP",
-    "updated_at": "TIMESTAMP", "device": "VARCHAR", "precision": "VARCHAR", "torch_version": "VARCHAR",
-    "train_seconds": "DOUBLE",
-    "train_error": "DOUBLE", "test_loss": "DOUBLE", "test_error": "DOUBLE", "val_loss": "DOUBLE",
-    "val_error": "DOUBLE", "error_message": "VARCHAR", "config": "VARCHAR",
-}
-EPOCH_COLUMNS = {
-    "run_id": "VARCHAR", "epoch": "INTEGER", "lr": "DOUBLE", "train_loss": "DOUBLE", "train_error": "DOUBLE",
-    "test_loss": "DOUBLE", "test_error": "DOUBLE", "val_loss": "DOUBLE", "val_error": "DOUBLE",
-    "epoch_seconds": "DOUBLE", "images_per_second": "DOUBLE",
-}
-CONFUSION_COLUMNS = {
-    "run_id": "VARCHAR", "split": "VARCHAR", "true_label": "INTEGER", "predicted_label": "INTEGER",
-    "true_class": "VARCHAR", "predicted_class": "VARCHAR", "count": "BIGINT",
-}
-TABLES = {"runs": RUN_COLUMNS, "epochs": EPOCH_COLUMNS, "confusion": CONFUSION_COLUMNS}
-KEYS = {"runs": "run_id", "epochs": "run_id, epoch", "confusion": "run_id, split, true_label, predicted_label"}
-
 
 def default_results_dir() -> Path:
     return Path(os.environ.get("RESNET_STUDY_RESULTS") or "results")
@@ -114,20 +90,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------- job side: shards
 
 
-def read_shard(results_dir: Path, run_id: str) -> dict | None:
+def read_shard(results_dir: Path, run_id: str) -> Shard | None:
     path = run_dir(results_dir, run_id) / SHARD_NAME
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        return Shard.model_validate_json(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def write_shard(results_dir: Path, run: dict, epochs: list[dict], confusion: list[dict], *, sync_now=True) -> None:
+def write_shard(results_dir: Path, run: RunRecord, epochs: list[EpochRecord], confusion: list[ConfusionRecord],
+                *, sync_now: bool = True) -> None:
     """Replace the run's shard atomically, then bring results.duckdb up to date if nobody else is doing it."""
-    folder = run_dir(results_dir, run["run_id"])
+    folder = run_dir(results_dir, run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    shard = {"run": run, "epochs": epochs, "confusion": confusion}
-    atomic_write_bytes(folder / SHARD_NAME, json.dumps(shard, default=str).encode())
+    shard = Shard(run=run, epochs=epochs, confusion=confusion)
+    atomic_write_bytes(folder / SHARD_NAME, shard.model_dump_json().encode())
     if sync_now:
         sync(results_dir)
 
@@ -210,10 +187,11 @@ def sync(results_dir: Path) -> bool:
             return True
 
 
-def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """The tables of core.records in `con`; a snapshot written by an older version gains the columns added since."""
     for table, cols in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
-        for c, t in cols.items():  # a snapshot written by an older version gains the columns added since
+        for c, t in cols.items():
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {t}")
     con.execute(
         "CREATE TABLE IF NOT EXISTS _shards (run_id VARCHAR PRIMARY KEY, inode UBIGINT, mtime_ns UBIGINT, size UBIGINT)"
@@ -258,7 +236,7 @@ def _sync_once(results_dir: Path) -> None:
 
 
 def _apply_shards(con: duckdb.DuckDBPyConnection, results_dir: Path) -> bool:
-    _create_schema(con)
+    create_schema(con)
     known = {r[0]: tuple(r[1:]) for r in con.execute("SELECT run_id, inode, mtime_ns, size FROM _shards").fetchall()}
     on_disk = _scan_shards(results_dir)
     changed = [rid for rid, st in on_disk.items() if known.get(rid) != st]
@@ -273,8 +251,8 @@ def _apply_shards(con: duckdb.DuckDBPyConnection, results_dir: Path) -> bool:
         except (FileNotFoundError, ValueError):
             continue  # replaced or removed while we looked: the next sync sees the new version
         rows["runs"].append(shard["run"])
-        rows["epochs"] += shard["epochs"]
-        rows["confusion"] += shard["confusion"]
+        rows["epochs"] += shard.get("epochs", [])
+        rows["confusion"] += shard.get("confusion", [])
         stats.append((rid, *on_disk[rid]))
     ids = [s[0] for s in stats] + removed
     con.execute("BEGIN")

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,12 +26,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core import StudyError, data, store
-from core.config import DEVICES, PRECISIONS, ExperimentConfig, check_choice
-from core.model import param_count, resnet
+from . import StudyError, data, store
+from .config import ExperimentConfig
+from .model import param_count, resnet
+from .records import ConfusionRecord, EpochRecord, RunRecord
+from .vocab import DEVICES, NUM_CLASSES, PRECISIONS, check_choice
 
 EVAL_BATCH = 1000
-NUM_CLASSES = 10
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,8 +50,9 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+def now() -> datetime:
+    """UTC, naive, to the second: how the store keeps time."""
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
 def cpu_has_bf16_units() -> bool:
@@ -79,9 +80,17 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU): before reading a wall clock around device work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    """The paper's SGD with momentum and weight decay; foreach: one multi-tensor kernel per update instead of a loop
+    over ~65 parameter tensors. The lr is set per epoch (`cfg.lr_at`)."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           foreach=True)
 
 
 # ---------------------------------------------------------------- one epoch, evaluation
@@ -94,7 +103,7 @@ def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32", o
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for x, y in loader:
         with autocast(device, precision):
@@ -108,7 +117,7 @@ def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32", o
         seen += len(y)
         if on_step:
             on_step()
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return loss_sum.item() / seen, wrong.item() / seen, seconds, seen
 
@@ -153,13 +162,13 @@ class Progress:
         if self.bar:
             self.bar.advance(self.task)
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, row: EpochRecord) -> None:
         if self.bar:
-            val = f" val {row['val_error']:.2%}" if row.get("val_error") is not None else ""
-            self.bar.update(self.task, info=f"epoch {row['epoch']}/{self.epochs}: train {row['train_error']:.2%} "
-                                            f"test {row['test_error']:.2%}{val} {row['images_per_second']:.0f} img/s")
+            val = f" val {row.val_error:.2%}" if row.val_error is not None else ""
+            self.bar.update(self.task, info=f"epoch {row.epoch}/{self.epochs}: train {row.train_error:.2%} "
+                                            f"test {row.test_error:.2%}{val} {row.images_per_second:.0f} img/s")
         else:
-            print(json.dumps({"run_id": self.run_id, **row}), flush=True)
+            print(row.model_dump_json(), flush=True)
 
     def close(self) -> None:
         if self.bar:
@@ -182,9 +191,9 @@ class RunOptions:
     precision: str = "auto"  # auto | fp32 | bf16
 
 
-def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[dict]:
-    return [{"run_id": run_id, "split": split, "true_label": t, "predicted_label": p, "true_class": classes[t],
-             "predicted_class": classes[p], "count": int(matrix[t, p])}
+def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[ConfusionRecord]:
+    return [ConfusionRecord(run_id=run_id, split=split, true_label=t, predicted_label=p, true_class=classes[t],
+                            predicted_class=classes[p], count=int(matrix[t, p]))
             for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)]
 
 
@@ -196,15 +205,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
-    """Train (or resume, or skip if finished) one experiment; returns its `runs` row."""
+def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
+    """Train (or resume, or skip if finished) one experiment; returns its `runs` record."""
     results_dir = Path(opts.results_dir)
     run_id = cfg.run_id
-    previous = store.read_shard(results_dir, run_id) if (store.run_dir(results_dir, run_id)).exists() else None
-    if previous and previous["run"]["status"] == "completed":
-        log(f"{run_id}: already completed ({cfg.epochs} epochs, test error {previous['run']['test_error']:.4f}); "
+    previous = store.read_shard(results_dir, run_id)
+    if previous and previous.run.status == "completed":
+        log(f"{run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
             f"nothing to do")
-        return previous["run"]
+        return previous.run
 
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
@@ -217,8 +226,7 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = resnet(cfg.n, cfg.shortcut).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, foreach=True)
+    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     mean, std = data.channel_stats(ds.train.images)
     train_loader = data.DeviceLoader(ds.train, cfg.batch_size, mean, std, device=device, augment=cfg.augment,
@@ -227,9 +235,8 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
     val_loader = data.DeviceLoader(ds.val, EVAL_BATCH, mean, std, device=device) if ds.val else None
     step_model = torch.compile(model) if opts.compile else model
 
-    folder = store.run_dir(results_dir, run_id)
-    ckpt_path = folder / store.CHECKPOINT_NAME
-    rows: list[dict] = []
+    ckpt_path = store.run_dir(results_dir, run_id) / store.CHECKPOINT_NAME
+    rows: list[EpochRecord] = []
     start_epoch = 1
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -237,25 +244,20 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"].cpu())
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-        rows, start_epoch = ckpt["rows"], ckpt["epoch"] + 1
+        rows, start_epoch = [EpochRecord.model_validate(r) for r in ckpt["rows"]], ckpt["epoch"] + 1
         log(f"{run_id}: resuming after epoch {ckpt['epoch']}")
 
-    run_row = {
-        "run_id": run_id, "run_name": cfg.run_name, "n": cfg.n, "layers": cfg.layers, "shortcut": cfg.shortcut,
-        "dataset": cfg.dataset, "epochs": cfg.epochs, "augment": cfg.augment, "seed": cfg.seed,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
-        "milestones": ",".join(map(str, cfg.milestones)), "warmup_epochs": cfg.warmup_epochs,
-        "val_split": cfg.val_split, "train_limit": cfg.train_limit, "test_limit": cfg.test_limit,
-        "train_size": len(ds.train), "val_size": len(ds.val) if ds.val else 0, "test_size": len(ds.test),
-        "params": param_count(model), "status": "running", "epochs_done": len(rows),
-        "started_at": (previous or {}).get("run", {}).get("started_at") or now(), "finished_at": None,
-        "updated_at": now(), "device": device_name(device), "precision": precision,
-        "torch_version": torch.__version__,
-        "train_seconds": sum(r["epoch_seconds"] for r in rows), "train_error": None, "test_loss": None,
-        "test_error": None, "val_loss": None, "val_error": None, "error_message": None,
-        "config": cfg.model_dump_json(),
-    }
-    store.write_shard(results_dir, run_row, rows, [])
+    record = RunRecord(
+        run_id=run_id, **cfg.model_dump(exclude={"milestones"}), milestones=",".join(map(str, cfg.milestones)),
+        layers=cfg.layers, train_size=len(ds.train), val_size=len(ds.val) if ds.val else 0, test_size=len(ds.test),
+        params=param_count(model), status="running", epochs_done=len(rows),
+        started_at=previous.run.started_at if previous and previous.run.started_at else now(), updated_at=now(),
+        device=device_name(device), precision=precision, torch_version=torch.__version__,
+        train_seconds=sum(r.epoch_seconds for r in rows), config=cfg.model_dump_json(),
+    )
+    if rows:
+        _set_final(record, rows[-1])
+    store.write_shard(results_dir, record, rows, [])
 
     progress = Progress(run_id, cfg.epochs, len(train_loader), opts.progress)
     progress.resume_at(start_epoch - 1)
@@ -268,22 +270,24 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
                                                                        precision, progress.step)
             test_loss, test_error, _ = evaluate(model, test_loader, device, precision)
             val_loss, val_error = evaluate(model, val_loader, device, precision)[:2] if val_loader else (None, None)
-            row = {"run_id": run_id, "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_error": train_error,
-                   "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
-                   "epoch_seconds": seconds, "images_per_second": images / seconds}
+            row = EpochRecord(run_id=run_id, epoch=epoch, lr=lr, train_loss=train_loss, train_error=train_error,
+                              test_loss=test_loss, test_error=test_error, val_loss=val_loss, val_error=val_error,
+                              epoch_seconds=seconds, images_per_second=images / seconds)
             rows.append(row)
             _save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "rows": rows,
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "rows": [r.model_dump() for r in rows], "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(),
             })
-            run_row.update(epochs_done=epoch, updated_at=now(), train_seconds=sum(r["epoch_seconds"] for r in rows),
-                           train_error=train_error, test_loss=test_loss, test_error=test_error, val_loss=val_loss,
-                           val_error=val_error)
-            store.write_shard(results_dir, run_row, rows, [])
+            record.epochs_done, record.updated_at = epoch, now()
+            record.train_seconds = sum(r.epoch_seconds for r in rows)
+            _set_final(record, row)
+            store.write_shard(results_dir, record, rows, [])
             progress.epoch(row)
     except BaseException as e:
-        run_row.update(status="failed", updated_at=now(), error_message=f"{type(e).__name__}: {e}"[:2000])
-        store.write_shard(results_dir, run_row, rows, [])
+        record.status, record.updated_at = "failed", now()
+        record.error_message = f"{type(e).__name__}: {e}"[:2000]
+        store.write_shard(results_dir, record, rows, [])
         raise
     finally:
         progress.close()
@@ -292,8 +296,14 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> dict:
     confusion = _confusion_rows(run_id, "test", test_cm, ds.classes)
     if val_loader:
         confusion += _confusion_rows(run_id, "val", evaluate(model, val_loader, device, precision)[2], ds.classes)
-    run_row.update(status="completed", finished_at=now(), updated_at=now())
-    store.write_shard(results_dir, run_row, rows, confusion)
-    log(f"{run_id}: completed {cfg.epochs} epochs in {run_row['train_seconds']:.1f} s of training; "
-        f"test error {run_row['test_error']:.4f}" + (f", val error {run_row['val_error']:.4f}" if val_loader else ""))
-    return run_row
+    record.status, record.finished_at, record.updated_at = "completed", now(), now()
+    store.write_shard(results_dir, record, rows, confusion)
+    log(f"{run_id}: completed {cfg.epochs} epochs in {record.train_seconds:.1f} s of training; "
+        f"test error {record.test_error:.4f}" + (f", val error {record.val_error:.4f}" if val_loader else ""))
+    return record
+
+
+def _set_final(record: RunRecord, last: EpochRecord) -> None:
+    """A run's final metrics are its last epoch's: the test set never picks an epoch."""
+    record.train_error, record.test_loss, record.test_error = last.train_error, last.test_loss, last.test_error
+    record.val_loss, record.val_error = last.val_loss, last.val_error

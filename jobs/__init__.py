@@ -1,1 +1,12 @@
-"""Batch-job layer: the `resnet-study` CLI and sweep specs."""
+"""resnet_study.jobs: the batch-job layer. The `resnet-study` command (cli.py composes every sub-app), sweep specs
+and their local / compose / Kubernetes runs, and the benchmarks' harness. Imports core and results_api; nothing
+imports it.
+
+    cli.py          the command: train, model, and the sub-apps below, composed explicitly; main()
+    options.py      Typer options and output helpers shared by the commands
+    results_cli.py  results query|sync|table|compare, serve, report
+    sweep.py        sweep specs -> cells; the Kubernetes manifest; cell state
+    sweep_cli.py    sweep list|run|local|status|render
+    bench.py        `bench train`'s harness; bench_cli.py: bench train|api
+    *.yaml          the shipped sweep specs
+"""

@@ -1,10 +1,13 @@
-"""`resnet-study bench train`: training throughput of the model alone, this project's loop and the classic peer.
+"""`resnet-study bench train|api`: benchmarks that print figures (measured figures: docs/benchmarks.md).
 
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json > bench.json
     resnet-study bench train --device cpu --n 18 --no-classic --steps 5 --rounds 1   # ResNet-110 memory check
+    resnet-study bench runs --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
+    resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
 
-What is measured, and how, is in core/bench.py; measured figures are in docs/benchmarks.md.
+What `bench train` measures, and how, is in jobs/bench.py; `bench runs` in jobs/bench_runs.py; `bench api` in
+results_api/bench.py.
 """
 
 from __future__ import annotations
@@ -16,51 +19,110 @@ from typing import Optional
 
 import typer
 
+from ..core import StudyError
+from ..core.vocab import SHORTCUTS
+from ..results_api.bench import bench_api as run_bench_api
+from .options import DataDir, Device, Precision, check_option
 
-def register(app, results_app, sweep_app, bench_app) -> None:
-    from jobs.cli import DataDir
+app = typer.Typer(help="Benchmarks that print figures (training throughput, API latency).", no_args_is_help=True)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
-    @bench_app.command("train")
-    def bench_train(
-        device: str = typer.Option("auto", help="auto, cpu or cuda."),
-        n: int = typer.Option(3, help="Blocks per stack: ResNet-(6n+2)."),
-        shortcut: str = typer.Option("A", help="A, B or none."),
-        dataset: str = typer.Option("fashion-mnist", help="fashion-mnist or cifar10 (generated CIFAR-10-shaped "
-                                                          "images where CIFAR-10 is absent)."),
-        augment: str = typer.Option("paper", help="Preset(s) for (b) and (c), comma-separated: paper, report, none."),
-        batch_size: int = typer.Option(128, help="Training batch size, the same for every pipeline."),
-        steps: int = typer.Option(12, help="Timed steps per pipeline per round."),
-        warmup: int = typer.Option(4, help="Untimed steps per pipeline before each round's timed steps."),
-        rounds: int = typer.Option(5, help="Rounds; pipelines interleave within a round; the median is reported."),
-        workers: int = typer.Option(2, help="DataLoader worker processes of the classic pipeline (c)."),
-        eval_images: int = typer.Option(5000, help="Test images for the evaluation throughput."),
-        threads: Optional[int] = typer.Option(None, help="torch.set_num_threads [default: torch's, one per core]."),
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the model of (a) and (b)."),
-        precision: str = typer.Option("auto", help="Of (a) and (b): auto (as `train`), fp32 or bf16. (c) is fp32."),
-        classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
-        seed: int = typer.Option(0, help="Initial weights and data order."),
-        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-        save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
-        data_dir: Optional[Path] = DataDir,
-    ):
-        """Measure training img/s side by side: (a) model-only, (b) this project's loop, (c) the classic peer."""
-        from core import StudyError
-        from core.bench import BenchOptions, format_report, run_bench
 
-        if shortcut not in ("A", "B", "none"):
-            raise StudyError(f"--shortcut: use A, B or none (got {shortcut!r})")
-        if n < 1 or batch_size < 1 or eval_images < 1 or workers < 0:
-            raise StudyError("--n, --batch-size and --eval-images must be >= 1, --workers >= 0")
-        presets = [p.strip() for p in augment.split(",") if p.strip()]
-        if not presets:
-            raise StudyError("--augment: name at least one preset (paper, report, none)")
-        opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
-                            batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
-                            eval_images=eval_images, threads=threads, compile=compile, precision=precision,
-                            classic=classic, seed=seed, data_dir=data_dir)
-        res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
-        if save:
-            save.parent.mkdir(parents=True, exist_ok=True)
-            save.write_text(json.dumps(res, indent=1) + "\n")
-        print(json.dumps(res, indent=1) if as_json else format_report(res))
+@app.command("train")
+def bench_train(
+    device: str = Device,
+    n: int = typer.Option(3, help="Blocks per stack: ResNet-(6n+2)."),
+    shortcut: str = typer.Option("A", help="A, B or none."),
+    dataset: str = typer.Option("fashion-mnist", help="fashion-mnist or cifar10 (generated CIFAR-10-shaped "
+                                                      "images where CIFAR-10 is absent)."),
+    augment: str = typer.Option("paper", help="Preset(s) for (b) and (c), comma-separated: paper, report, none."),
+    batch_size: int = typer.Option(128, help="Training batch size, the same for every pipeline."),
+    steps: int = typer.Option(12, help="Timed steps per pipeline per round."),
+    warmup: int = typer.Option(4, help="Untimed steps per pipeline before each round's timed steps."),
+    rounds: int = typer.Option(5, help="Rounds; pipelines interleave within a round; the median is reported."),
+    workers: int = typer.Option(2, help="DataLoader worker processes of the classic pipeline (c)."),
+    eval_images: int = typer.Option(5000, help="Test images for the evaluation throughput."),
+    threads: Optional[int] = typer.Option(None, help="torch.set_num_threads [default: torch's, one per core]."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model of (a) and (b)."),
+    compile_mode: str = typer.Option("default", help="torch.compile mode with --compile: default, reduce-overhead "
+                                                     "(CUDA graphs) or max-autotune."),
+    precision: str = Precision,
+    classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
+    seed: int = typer.Option(0, help="Initial weights and data order."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Measure training img/s side by side: (a) model-only, (b) this project's loop, (c) the classic peer."""
+    check_option("--shortcut", shortcut, SHORTCUTS)
+    check_option("--compile-mode", compile_mode, COMPILE_MODES)
+    if n < 1 or batch_size < 1 or eval_images < 1 or workers < 0:
+        raise StudyError("--n, --batch-size and --eval-images must be >= 1, --workers >= 0")
+    presets = [p.strip() for p in augment.split(",") if p.strip()]
+    if not presets:
+        raise StudyError("--augment: name at least one preset (paper, report, none)")
+    from .bench import BenchOptions, format_report, run_bench  # torch: imported only by the commands that train
+
+    opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
+                        batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
+                        eval_images=eval_images, threads=threads, compile=compile, compile_mode=compile_mode,
+                        precision=precision,
+                        classic=classic, seed=seed, data_dir=data_dir)
+    res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1) if as_json else format_report(res))
+
+
+@app.command("runs")
+def bench_runs(
+    processes: str = typer.Option("1,2,4", help="How many train processes at once, comma-separated levels."),
+    sequential: bool = typer.Option(False, "--sequential", help="Also run each level's trainings one after another."),
+    share_cores: bool = typer.Option(True, "--share-cores/--no-share-cores",
+                                     help="Give each process cores / P threads, as `sweep local` does; without, "
+                                          "each takes its own default, as commands started by hand do."),
+    device: str = Device,
+    n: int = typer.Option(3, help="Blocks per stack of every run."),
+    dataset: str = typer.Option("fashion-mnist", help="cifar10 or fashion-mnist."),
+    epochs: int = typer.Option(3, help="Epochs per run (the first is left out of the throughput)."),
+    train_limit: Optional[int] = typer.Option(None, help="Training images per run [default: all]."),
+    test_limit: Optional[int] = typer.Option(None, help="Test images per run [default: all]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Time P whole `train` processes at once (and, with --sequential, one after another): aggregate img/s and
+    wall time per P. How many runs to pack on a GPU; whether concurrent runs share CPU cores gracefully."""
+    from .bench_runs import bench_runs as run_levels, format_report as runs_report
+
+    try:
+        levels = [int(p) for p in processes.split(",") if p.strip()]
+    except ValueError:
+        raise StudyError(f"--processes takes comma-separated counts, e.g. 1,2,4 (got {processes!r})") from None
+    if not levels or min(levels) < 1:
+        raise StudyError(f"--processes takes counts >= 1, e.g. 1,2,4 (got {processes!r})")
+    args = ["--device", device, "--n", str(n), "--dataset", dataset, "--epochs", str(epochs)]
+    args += ["--train-limit", str(train_limit)] if train_limit else []
+    args += ["--test-limit", str(test_limit)] if test_limit else []
+    args += ["--data-dir", str(data_dir)] if data_dir else []
+    res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1) if as_json else runs_report(res))
+
+
+@app.command("api")
+def bench_api(
+    runs: int = typer.Option(10_000, help="Synthetic runs in the store."),
+    epochs: int = typer.Option(100, help="Epochs per synthetic run."),
+    requests: int = typer.Option(50, help="Timed requests per route (after one untimed-cache cold request)."),
+    keep: Optional[Path] = typer.Option(None, help="Build the synthetic store here and keep it."),
+):
+    """Build a SYNTHETIC store (runs x epochs rows, not trained), serve it, print p50/p95 latency per route."""
+    if not (1 <= runs <= 1_000_000 and 1 <= epochs <= 10_000 and 1 <= requests <= 10_000):
+        raise StudyError("--runs 1..1000000, --epochs 1..10000, --requests 1..10000")
+    run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep)

@@ -11,9 +11,7 @@ Every problem the user can fix is reported as one line on stderr with exit code 
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -21,7 +19,12 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 
-from core import StudyError
+from ..core import StudyError
+from ..core.config import ExperimentConfig
+from ..core.vocab import layers
+from . import bench_cli, results_cli, sweep_cli
+from .options import Compile, DataDir, Device, Download, PROGRESS_MODES, Precision, Progress, ResultsDir, \
+    check_option, results_dir_or_default
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as click_exc
@@ -30,27 +33,6 @@ except ImportError:  # pragma: no cover - older typer on plain click
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
-results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
-                          no_args_is_help=True)
-sweep_app = typer.Typer(help="Sweep specs: expand a grid into cells and run them (local, compose, Kubernetes).",
-                        no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks that print figures (training throughput, API latency).", no_args_is_help=True)
-app.add_typer(results_app, name="results")
-app.add_typer(sweep_app, name="sweep")
-app.add_typer(bench_app, name="bench")
-
-ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
-                          help="Results store directory (shards + results.duckdb).")
-Precision = typer.Option("auto", help="auto (bf16 autocast on CUDA and on CPUs with Intel AMX, else fp32), fp32 "
-                                      "or bf16. Like --device, not part of the run id.")
-DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
-                       help="Data sets in torchvision's layouts: cifar-10-batches-py/, FashionMNIST/raw/.")
-
-
-def results_dir_or_default(results_dir: Optional[Path]) -> Path:
-    from core.store import default_results_dir
-
-    return Path(results_dir) if results_dir else default_results_dir()
 
 
 def config_error_line(e: ValidationError) -> str:
@@ -90,18 +72,15 @@ def train(
     train_limit: Optional[int] = typer.Option(None, help="Use only the first K training images."),
     test_limit: Optional[int] = typer.Option(None, help="Use only the first K test images."),
     run_name: Optional[str] = typer.Option(None, help="Label for the run id (letters, digits, . _ -)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays on long GPU runs)."),
+    device: str = Device,
+    compile: bool = Compile,
     precision: str = Precision,
-    download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
-    progress: str = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json."),
+    download: bool = Download,
+    progress: str = Progress,
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ):
     """Train one experiment (or resume it, or report that it is finished) and store its results."""
-    from core.config import ExperimentConfig
-    from core.train import RunOptions, run
-
     try:
         cfg = ExperimentConfig(
             n=n, shortcut=shortcut, dataset=dataset, epochs=epochs, augment=augment, seed=seed, batch_size=batch_size,
@@ -110,8 +89,9 @@ def train(
         )
     except ValidationError as e:
         raise StudyError(config_error_line(e)) from None
-    if progress not in ("auto", "bar", "json"):
-        raise StudyError(f"--progress: use auto, bar or json (got {progress!r})")
+    check_option("--progress", progress, PROGRESS_MODES)
+    from ..core.train import RunOptions, run  # torch: imported only by the commands that train
+
     opts = RunOptions(results_dir=results_dir_or_default(results_dir), data_dir=data_dir, device=device,
                       download=download, progress=progress, compile=compile, precision=precision)
     run(cfg, opts, log=lambda msg: print(msg, file=sys.stderr))
@@ -127,7 +107,7 @@ def model(
     as_json: bool = typer.Option(False, "--json", help='Print {"layers": ..., "params": ...}.'),
 ):
     """Print the layer count (6n+2) and parameter count of ResNet-(6n+2)."""
-    from core.model import layers, param_count, resnet
+    from ..core.model import param_count, resnet
 
     try:
         net = resnet(n, shortcut)
@@ -141,81 +121,13 @@ def model(
               f"{info['params']:,} parameters ({info['params'] / 1e6:.2f} M)")
 
 
-# ---------------------------------------------------------------- results
+# ---------------------------------------------------------------- the sub-apps, composed here
 
-
-def print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:
-    if fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(columns)
-        w.writerows(rows)
-    elif fmt == "json":
-        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
-    elif fmt == "table":
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*columns, title=title)
-        for r in rows:
-            table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
-        Console(width=max(120, os.get_terminal_size(0).columns if sys.stdout.isatty() else 200)).print(table)
-    else:
-        raise StudyError(f"--format: use table, csv or json (got {fmt!r})")
-
-
-@results_app.command("query")
-def results_query(
-    sql: str = typer.Argument(..., help="SQL over the tables runs, epochs, confusion."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
-    results_dir: Optional[Path] = ResultsDir,
-):
-    """Run read-only SQL over the results store, e.g. "SELECT run_id, test_error FROM runs"."""
-    import duckdb
-
-    from core import store
-
-    if fmt not in ("table", "csv", "json"):
-        raise StudyError(f"--format: use table, csv or json (got {fmt!r})")
-    rdir = results_dir_or_default(results_dir)
-    if rdir.is_dir() and os.access(rdir, os.W_OK):
-        store.sync(rdir)
-    con = store.connect_read(rdir)
-    try:
-        cur = con.execute(sql)
-    except duckdb.Error as e:
-        raise StudyError(f"query failed: {str(e).splitlines()[0]}") from None
-    columns = [d[0] for d in cur.description] if cur.description else []
-    print_rows(columns, cur.fetchall(), fmt)
-
-
-@results_app.command("sync")
-def results_sync(results_dir: Optional[Path] = ResultsDir):
-    """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
-    from core import store
-
-    rdir = results_dir_or_default(results_dir)
-    store.ensure_writable(rdir)
-    done = store.sync(rdir)
-    print(f"{store.db_path(rdir)}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
-
-
-# ---------------------------------------------------------------- the other parts register themselves here
-
-
-def _register_plugins() -> None:
-    import importlib
-
-    for module in ("jobs.sweep_cli", "jobs.bench_cli", "results_api.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(app=app, results_app=results_app, sweep_app=sweep_app, bench_app=bench_app)
-
-
-_register_plugins()
+app.add_typer(results_cli.results_app, name="results")
+app.command("serve")(results_cli.serve)
+app.command("report")(results_cli.report)
+app.add_typer(sweep_cli.app, name="sweep")
+app.add_typer(bench_cli.app, name="bench")
 
 
 def main() -> None:
@@ -231,7 +143,7 @@ def main() -> None:
         hint = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click_exc.Abort:
+    except typer.Abort:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:

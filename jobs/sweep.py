@@ -35,11 +35,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core import StudyError, store
-from core.config import ExperimentConfig
+from ..core import StudyError, store
+from ..core.config import ExperimentConfig
+from ..core.records import RunRecord
 
 SPEC_DIR = Path(__file__).resolve().parent  # the specs shipped with the package (jobs/*.yaml)
-CELL_FIELDS = tuple(f for f in ExperimentConfig.model_fields if f != "seed")
+SPEC_FIELDS = tuple(f for f in ExperimentConfig.model_fields if f != "seed")  # what a spec may set
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"  # a DNS label short enough for Job + pod names
 
 
@@ -62,8 +63,8 @@ class SweepSpec(BaseModel):
             for key in table:
                 if key == "seed":
                     raise ValueError("'seed' is set by the top-level `seeds` (a count or a list), not here")
-                if key not in CELL_FIELDS:
-                    raise ValueError(f"{key!r} is not an experiment field; use one of: {', '.join(CELL_FIELDS)}")
+                if key not in SPEC_FIELDS:
+                    raise ValueError(f"{key!r} is not an experiment field; use one of: {', '.join(SPEC_FIELDS)}")
         return v
 
     @field_validator("grid")
@@ -294,6 +295,21 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
     return header + body
 
 
+# ---------------------------------------------------------------- how many cells at a time
+
+RUNS_PER_GPU = 4  # ResNet-20 uses a small share of an H100: 4 runs at once train the most images/s (docs/benchmarks.md)
+
+
+def default_parallel(device: str) -> int:
+    """`sweep local`'s default: RUNS_PER_GPU per visible GPU when the cells train on CUDA, else 1 (on a CPU one run
+    already uses every core)."""
+    if device == "cpu":
+        return 1
+    import torch  # only here: listing, rendering and status never need it
+
+    return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
 # ---------------------------------------------------------------- cell state, from the store
 
 
@@ -366,8 +382,8 @@ def _owner_alive(folder: Path) -> bool | None:
     return time.time() - float(info.get("heartbeat", 0)) < 3 * HEARTBEAT_S
 
 
-def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, dict | None]:
-    """(state, the run's `runs` row or None). States: see STATES.
+def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
+    """(state, the run's `runs` record or None). States: see STATES.
 
     - completed / failed: as the run's shard says;
     - running: the shard says running and its owner is alive (or unknown: a plain `resnet-study train`);
@@ -378,14 +394,13 @@ def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, dict | No
     shard = store.read_shard(results_dir, cfg.run_id)
     if shard is None:
         return ("interrupted" if (folder / store.CHECKPOINT_NAME).exists() else "missing"), None
-    row = shard["run"]
-    status = row["status"]
-    if status == "running":
+    row = shard.run
+    if row.status == "running":
         return ("interrupted" if _owner_alive(folder) is False else "running"), row
-    if status == "failed" and (row.get("error_message") or "").startswith("KeyboardInterrupt"):
+    if row.status == "failed" and (row.error_message or "").startswith("KeyboardInterrupt"):
         return "interrupted", row
-    return status, row
+    return row.status, row
 
 
-def states(sweep: Sweep, results_dir: Path) -> list[tuple[int, ExperimentConfig, str, dict | None]]:
+def states(sweep: Sweep, results_dir: Path) -> list[tuple[int, ExperimentConfig, str, RunRecord | None]]:
     return [(i, cfg, *cell_state(results_dir, cfg)) for i, cfg in enumerate(sweep.cells)]

@@ -21,187 +21,188 @@ from typing import Optional
 
 import typer
 
-from core import StudyError
+from ..core import StudyError, store
+from ..core.vocab import DEVICES, PRECISIONS, check_choice
+from . import sweep as sw
+from .options import Compile, DataDir, Device, Download, Format, PROGRESS_MODES, Precision, Progress, ResultsDir, \
+    check_option, print_rows, results_dir_or_default
 
+app = typer.Typer(help="Sweep specs: expand a grid into cells and run them (local, compose, Kubernetes).",
+                  no_args_is_help=True)
 Spec = typer.Argument(..., help="A sweep spec (YAML), or the file name of a shipped one: demo.yaml, seed-study.yaml, "
                                 "paper-cifar10.yaml.")
-Device = typer.Option("auto", help="auto, cpu or cuda.")
-Format = typer.Option("table", "--format", help="table, csv or json.")
 LOG_DIR = "sweep-logs"  # under the results dir: one log per cell that `sweep local` ran
 
 
-def register(app, results_app, sweep_app, bench_app) -> None:
-    from jobs import sweep as sw
-    from jobs.cli import DataDir, Precision, ResultsDir, print_rows, results_dir_or_default
+@app.command("list")
+def sweep_list(spec: str = Spec, fmt: str = Format):
+    """Print each cell of the spec with its index (the Kubernetes JOB_COMPLETION_INDEX) and run id."""
+    sweep = sw.load(spec)
+    fields = sweep.varying()
+    columns = ["index", *fields, "layers", "run_id"]
+    rows = [(i, *(_show(getattr(c, f)) for f in fields), c.layers, c.run_id) for i, c in enumerate(sweep.cells)]
+    print_rows(columns, rows, fmt, title=f"{sweep.name}: {len(sweep)} cells")
 
-    @sweep_app.command("list")
-    def sweep_list(spec: str = Spec, fmt: str = Format):
-        """Print each cell of the spec with its index (the Kubernetes JOB_COMPLETION_INDEX) and run id."""
-        sweep = sw.load(spec)
-        fields = sweep.varying()
-        columns = ["index", *fields, "layers", "run_id"]
-        rows = [(i, *(_show(getattr(c, f)) for f in fields), c.layers, c.run_id) for i, c in enumerate(sweep.cells)]
-        print_rows(columns, rows, fmt, title=f"{sweep.name}: {len(sweep)} cells")
 
-    @sweep_app.command("run")
-    def sweep_run(
-        spec: str = Spec,
-        index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
-                                                       "Indexed Kubernetes Job]."),
-        device: str = Device,
-        precision: str = Precision,
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
-        progress: str = typer.Option("auto", help="auto, bar or json."),
-        data_dir: Optional[Path] = DataDir,
-        results_dir: Optional[Path] = ResultsDir,
-    ):
-        """Run one cell in this process: trains it, resumes it from its checkpoint, or reports it completed."""
-        from core.train import RunOptions, run
+@app.command("run")
+def sweep_run(
+    spec: str = Spec,
+    index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
+                                                   "Indexed Kubernetes Job]."),
+    device: str = Device,
+    precision: str = Precision,
+    compile: bool = Compile,
+    download: bool = Download,
+    progress: str = Progress,
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Run one cell in this process: trains it, resumes it from its checkpoint, or reports it completed."""
+    from ..core.train import RunOptions, run  # torch: imported only by the commands that train
 
-        sweep = sw.load(spec)
-        if index is None:
-            env = os.environ.get("JOB_COMPLETION_INDEX")
-            if env is None:
-                raise StudyError("which cell? pass --index I (0.."f"{len(sweep) - 1}) or set JOB_COMPLETION_INDEX")
-            try:
-                index = int(env)
-            except ValueError:
-                raise StudyError(f"JOB_COMPLETION_INDEX must be an integer (got {env!r})") from None
-        cfg = sweep.cell(index)
-        if progress not in ("auto", "bar", "json"):
-            raise StudyError(f"--progress: use auto, bar or json (got {progress!r})")
-        rdir = results_dir_or_default(results_dir)
-        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-        log(f"{sweep.name} cell {index}/{len(sweep)}: {cfg.run_id}")
-        opts = RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
-                          compile=compile, precision=precision)
-        state, _ = sw.cell_state(rdir, cfg)
-        if state == "completed":
-            run(cfg, opts, log=log)  # says so and returns
-            return
-        from core import store
-
-        store.ensure_writable(rdir)
-        with sw.Owner(rdir, cfg.run_id, index):
-            run(cfg, opts, log=log)
-
-    @sweep_app.command("local")
-    def sweep_local(
-        spec: str = Spec,
-        parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="Cells to run at a time."),
-        device: str = Device,
-        precision: str = Precision,
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        download: bool = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir."),
-        data_dir: Optional[Path] = DataDir,
-        results_dir: Optional[Path] = ResultsDir,
-    ):
-        """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time; resumes
-        interrupted cells, skips completed ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
-        from core import store
-        from core.config import DEVICES, PRECISIONS, check_choice
-
-        check_choice("--device", "device", device, DEVICES)  # here, once, rather than in every cell process
-        check_choice("--precision", "precision", precision, PRECISIONS)
-        sweep = sw.load(spec)
-        rdir = results_dir_or_default(results_dir)
-        store.ensure_writable(rdir)
-        logs = rdir / LOG_DIR / sweep.name
-        logs.mkdir(parents=True, exist_ok=True)
-        todo, outcome = [], {}
-        for i, cfg, state, _ in sw.states(sweep, rdir):
-            if state == "completed":
-                outcome[i] = "skipped: completed before"
-            elif state == "running":
-                outcome[i] = "skipped: running elsewhere"
-            else:
-                todo.append((i, state))
-        print(f"{sweep.name}: {len(sweep)} cells; {len(todo)} to run ({_counts(s for _, s in todo)}), "
-              f"{len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}", flush=True)
-
-        base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()), "--device", device, "--precision",
-                                 precision, "--progress", "json", "--results-dir", str(rdir)]
-        base += ["--data-dir", str(data_dir)] if data_dir else []
-        base += ["--compile"] if compile else []
-        base += ["--download"] if download else []
-        env = dict(os.environ)
-        # P processes share the cores: without this each would start a thread per core.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // min(parallel, max(len(todo), 1)))))
-
-        running: dict[int, tuple[subprocess.Popen, float]] = {}
-        queue = list(todo)
-        stop = _StopOnSignal()
+    sweep = sw.load(spec)
+    if index is None:
+        env = os.environ.get("JOB_COMPLETION_INDEX")
+        if env is None:
+            raise StudyError("which cell? pass --index I (0.."f"{len(sweep) - 1}) or set JOB_COMPLETION_INDEX")
         try:
-            while (queue or running) and not stop.requested:
-                while queue and len(running) < parallel:
-                    i, state = queue.pop(0)
-                    with open(logs / f"{i}.log", "ab") as f:
-                        proc = subprocess.Popen(base + ["--index", str(i)], stdout=f, stderr=subprocess.STDOUT,
-                                                env=env, preexec_fn=_die_with_parent)
-                    running[i] = (proc, time.monotonic())
-                    print(f"cell {i} {'resumed' if state != 'missing' else 'started'}: {sweep.cells[i].run_id}",
-                          flush=True)
-                for i, (proc, t0) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
-                    del running[i]
-                    took = time.monotonic() - t0
-                    outcome[i] = "completed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-                    print(f"cell {i} {outcome[i]} in {took:.0f} s" +
-                          ("" if proc.returncode == 0 else f"; log: {logs / f'{i}.log'}"), flush=True)
-                    if proc.returncode:
-                        _print_tail(logs / f"{i}.log")
-                time.sleep(0.2)
-        finally:
-            for i, (proc, _) in running.items():
-                proc.terminate()
-            for i, (proc, _) in running.items():
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                outcome[i] = "interrupted"
-            stop.restore()
+            index = int(env)
+        except ValueError:
+            raise StudyError(f"JOB_COMPLETION_INDEX must be an integer (got {env!r})") from None
+    cfg = sweep.cell(index)
+    check_option("--progress", progress, PROGRESS_MODES)
+    rdir = results_dir_or_default(results_dir)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"{sweep.name} cell {index}/{len(sweep)}: {cfg.run_id}")
+    opts = RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
+                      compile=compile, precision=precision)
+    state, _ = sw.cell_state(rdir, cfg)
+    if state == "completed":
+        run(cfg, opts, log=log)  # says so and returns
+        return
+    store.ensure_writable(rdir)
+    with sw.Owner(rdir, cfg.run_id, index):
+        run(cfg, opts, log=log)
 
-        rows = [(i, cfg.run_id, outcome.get(i, "not started"), state, _pct(row and row.get("test_error")))
-                for i, cfg, state, row in sw.states(sweep, rdir)]
-        print_rows(["index", "run_id", "this run", "state", "test_error_pct"], rows, "table",
-                   title=f"{sweep.name}: {_counts(r[3] for r in rows)}")
-        if stop.requested:
-            raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
-        if any(o.startswith("failed") for o in outcome.values()):
-            raise typer.Exit(1)
 
-    @sweep_app.command("status")
-    def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
-        """Each cell's state from the store: completed, running, interrupted (resumable), failed or missing."""
-        sweep = sw.load(spec)
-        rdir = results_dir_or_default(results_dir)
-        rows = []
-        for i, cfg, state, row in sw.states(sweep, rdir):
-            row = row or {}
-            done = row.get("epochs_done")
-            rows.append((i, cfg.run_id, state, f"{done}/{cfg.epochs}" if done is not None else f"-/{cfg.epochs}",
-                         _pct(row.get("test_error")), row.get("updated_at")))
-        print_rows(["index", "run_id", "state", "epochs", "test_error_pct", "updated_at"], rows, fmt,
-                   title=f"{sweep.name} in {rdir}: {_counts(r[2] for r in rows)}")
+@app.command("local")
+def sweep_local(
+    spec: str = Spec,
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1, show_default="1 on the CPU, "
+                                           f"{sw.RUNS_PER_GPU} per GPU",
+                                           help="Cells to run at a time. On a GPU several small runs share it "
+                                                "best (docs/benchmarks.md)."),
+    device: str = Device,
+    precision: str = Precision,
+    compile: bool = Compile,
+    download: bool = Download,
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time; resumes
+    interrupted cells, skips completed ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
+    check_choice("--device", "device", device, DEVICES)  # here, once, rather than in every cell process
+    check_choice("--precision", "precision", precision, PRECISIONS)
+    sweep = sw.load(spec)
+    rdir = results_dir_or_default(results_dir)
+    store.ensure_writable(rdir)
+    parallel = parallel or sw.default_parallel(device)
+    logs = rdir / LOG_DIR / sweep.name
+    logs.mkdir(parents=True, exist_ok=True)
+    todo, outcome = [], {}
+    for i, cfg, state, _ in sw.states(sweep, rdir):
+        if state == "completed":
+            outcome[i] = "skipped: completed before"
+        elif state == "running":
+            outcome[i] = "skipped: running elsewhere"
+        else:
+            todo.append((i, state))
+    print(f"{sweep.name}: {len(sweep)} cells; {len(todo)} to run ({_counts(s for _, s in todo)}), "
+          f"{len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}", flush=True)
 
-    @sweep_app.command("render")
-    def sweep_render(
-        spec: str = Spec,
-        image: str = typer.Option(sw.IMAGE, help="Container image (or retag with kustomize `images:`)."),
-        parallelism: Optional[int] = typer.Option(None, min=1, help="Pods at a time [default: the spec's]."),
-        gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod (0: CPU only)."),
-        cpu: str = typer.Option("4", help="CPU request per pod."),
-        memory: str = typer.Option("8Gi", help="Memory request and limit per pod."),
-        backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes)."),
-    ):
-        """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job."""
-        sweep = sw.load(spec)
-        sys.stdout.write(sw.render(sweep, image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
-                                   backoff_limit_per_index=backoff_limit_per_index))
+    base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()), "--device", device, "--precision",
+                             precision, "--progress", "json", "--results-dir", str(rdir)]
+    base += ["--data-dir", str(data_dir)] if data_dir else []
+    base += ["--compile"] if compile else []
+    base += ["--download"] if download else []
+    env = dict(os.environ)
+    # P processes share the cores: without this each would start a thread per core.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // min(parallel, max(len(todo), 1)))))
+
+    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    queue = list(todo)
+    stop = _StopOnSignal()
+    try:
+        while (queue or running) and not stop.requested:
+            while queue and len(running) < parallel:
+                i, state = queue.pop(0)
+                with open(logs / f"{i}.log", "ab") as f:
+                    proc = subprocess.Popen(base + ["--index", str(i)], stdout=f, stderr=subprocess.STDOUT,
+                                            env=env, preexec_fn=_die_with_parent)
+                running[i] = (proc, time.monotonic())
+                print(f"cell {i} {'resumed' if state != 'missing' else 'started'}: {sweep.cells[i].run_id}",
+                      flush=True)
+            for i, (proc, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[i]
+                took = time.monotonic() - t0
+                outcome[i] = "completed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+                print(f"cell {i} {outcome[i]} in {took:.0f} s" +
+                      ("" if proc.returncode == 0 else f"; log: {logs / f'{i}.log'}"), flush=True)
+                if proc.returncode:
+                    _print_tail(logs / f"{i}.log")
+            time.sleep(0.2)
+    finally:
+        for i, (proc, _) in running.items():
+            proc.terminate()
+        for i, (proc, _) in running.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            outcome[i] = "interrupted"
+        stop.restore()
+
+    rows = [(i, cfg.run_id, outcome.get(i, "not started"), state, _pct(row and row.test_error))
+            for i, cfg, state, row in sw.states(sweep, rdir)]
+    print_rows(["index", "run_id", "this run", "state", "test_error_pct"], rows, "table",
+               title=f"{sweep.name}: {_counts(r[3] for r in rows)}")
+    if stop.requested:
+        raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
+    if any(o.startswith("failed") for o in outcome.values()):
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
+    """Each cell's state from the store: completed, running, interrupted (resumable), failed or missing."""
+    sweep = sw.load(spec)
+    rdir = results_dir_or_default(results_dir)
+    rows = []
+    for i, cfg, state, row in sw.states(sweep, rdir):
+        done = row.epochs_done if row else None
+        rows.append((i, cfg.run_id, state, f"{done}/{cfg.epochs}" if done is not None else f"-/{cfg.epochs}",
+                     _pct(row and row.test_error), row and row.updated_at))
+    print_rows(["index", "run_id", "state", "epochs", "test_error_pct", "updated_at"], rows, fmt,
+               title=f"{sweep.name} in {rdir}: {_counts(r[2] for r in rows)}")
+
+
+@app.command("render")
+def sweep_render(
+    spec: str = Spec,
+    image: str = typer.Option(sw.IMAGE, help="Container image (or retag with kustomize `images:`)."),
+    parallelism: Optional[int] = typer.Option(None, min=1, help="Pods at a time [default: the spec's]."),
+    gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod (0: CPU only)."),
+    cpu: str = typer.Option("4", help="CPU request per pod."),
+    memory: str = typer.Option("8Gi", help="Memory request and limit per pod."),
+    backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes)."),
+):
+    """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job."""
+    sweep = sw.load(spec)
+    sys.stdout.write(sw.render(sweep, image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
+                               backoff_limit_per_index=backoff_limit_per_index))
 
 
 # ---------------------------------------------------------------- helpers
@@ -224,7 +225,7 @@ def _counts(states) -> str:
 def _cli_command() -> list[str]:
     """The `resnet-study` of this interpreter's environment."""
     script = Path(sys.executable).with_name("resnet-study")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "jobs.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "resnet_study.jobs"]
 
 
 def _die_with_parent() -> None:

@@ -1,6 +1,7 @@
 """The read-only results service: JSON / CSV / Markdown / HTML tables, figures and a dashboard over the store.
 
     resnet-study serve --results-dir results --host 127.0.0.1 --port 8000
+    RESNET_STUDY_RESULTS=results python -m uvicorn --factory resnet_study.results_api.app:create_app_from_env
     curl -s localhost:8000/tables/comparison?format=markdown
 
 Read-only by construction: only GET routes exist (anything else is 405), the store is opened read-only through
@@ -12,41 +13,32 @@ new snapshot from a running job makes a new key.
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 from collections import OrderedDict
-from datetime import datetime
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from jinja2 import Environment, PackageLoader
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 
-from core import store
-from results_api import figures, queries, tables
+from ..core import StudyError
+from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, ConfusionRecord, EpochRecord, RunRecord
+from ..core.store import default_results_dir
+from ..core.vocab import Augment, Dataset, Shortcut, Status
+from . import figures, queries, stats, tables
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
-# The values of core.config's Dataset / Shortcut / Augment (tests check they agree), spelled out here because
-# importing core.config imports torch: seconds of start-up the service does not need.
-Dataset = Literal["cifar10", "fashion-mnist"]
-Shortcut = Literal["A", "B", "none"]
-Augment = Literal["paper", "report", "none"]
-Status = Literal["running", "completed", "failed"]
 FIGURE_CACHE_SIZE = 256
 DASHBOARD_RUNS = 50
-_PY_TYPES = {"VARCHAR": str, "INTEGER": int, "BIGINT": int, "DOUBLE": float, "TIMESTAMP": datetime}
+Metric = Literal[tuple(queries.METRICS)]  # type: ignore[valid-type]
 
-
-def _model(name: str, columns) -> type[BaseModel]:
-    """A response model whose fields are exactly the store's columns (one name per concept, end to end)."""
-    return create_model(name, **{c: (Optional[_PY_TYPES[t]], None) for c, t in columns.items()})
-
-
-RunSummary = _model("RunSummary", {c: store.RUN_COLUMNS[c] for c in queries.RUN_LIST_COLUMNS})
-RunDetail = _model("RunDetail", store.RUN_COLUMNS)
-EpochRow = _model("EpochRow", store.EPOCH_COLUMNS)
-ConfusionRow = _model("ConfusionRow", store.CONFUSION_COLUMNS)
+# The response models are core.records' (one name per concept, end to end); the run list leaves out the config JSON.
+RunSummary = create_model("RunSummary", **{name: (f.annotation, f) for name, f in RunRecord.model_fields.items()
+                                           if name in queries.RUN_LIST_COLUMNS})
 
 
 class Health(BaseModel):
@@ -55,9 +47,15 @@ class Health(BaseModel):
 
 
 class Cell(BaseModel):
+    """One experiment over its seeds (or one published number): see results_api/stats.py."""
+
+    count: int
     mean: float
     std: Optional[float] = None
-    count: int
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    min: float
+    max: float
 
 
 class Column(BaseModel):
@@ -70,10 +68,11 @@ class Column(BaseModel):
 class ComparisonRow(BaseModel):
     kind: Literal["measured", "reference"]
     dataset: str
-    metric: Literal["test_error", "train_seconds"]
+    metric: Metric
     label: str
     shortcut: Optional[str] = None
     augment: Optional[str] = None
+    variant: Optional[dict[str, Any]] = None
     source: Optional[str] = None
     cells: dict[str, Cell]
 
@@ -83,6 +82,37 @@ class ComparisonTable(BaseModel):
     columns: list[Column]
     rows: list[ComparisonRow]
     runs_counted: int
+
+
+class CompareRow(BaseModel):
+    dataset: str
+    metric: Metric
+    kind: Literal[queries.COMPARISON_KINDS]  # type: ignore[valid-type]
+    a: str
+    b: str
+    n_a: Optional[int] = Field(None, description="None: a published number")
+    n_b: int
+    mean_a: float
+    mean_b: float
+    diff: float = Field(description="mean_b - mean_a, in the metric's unit")
+    diff_ci_low: Optional[float] = None
+    diff_ci_high: Optional[float] = None
+    p_value: Optional[float] = None
+    p_holm: Optional[float] = None
+    verdict: Literal[stats.VERDICTS]  # type: ignore[valid-type]
+    seeds_for_80pct_power: Optional[int] = None
+
+
+class FindingOut(BaseModel):
+    id: str
+    claim: str
+    source: str
+    dataset: str
+    verdict: str
+    summary: str
+    spec: str
+    missing: list[str]
+    comparisons: list[CompareRow]
 
 
 def _content(*types: str, description: str = "") -> dict:
@@ -129,7 +159,7 @@ class FigureCache:
 def create_app(results_dir: Path) -> FastAPI:
     db = queries.Store(results_dir)
     cache = FigureCache()
-    templates = Environment(loader=PackageLoader("results_api", "templates"), autoescape=True)
+    templates = Environment(loader=PackageLoader("resnet_study.results_api", "templates"), autoescape=True)
     app = FastAPI(title="resnet-study results", version="1", description=__doc__.split("\n\n")[0])
 
     @app.exception_handler(Exception)
@@ -159,31 +189,32 @@ def create_app(results_dir: Path) -> FastAPI:
             raise HTTPException(404, f"no run {run_id!r}; GET /runs lists them")
         return found[0]
 
-    @app.get("/runs/{run_id}", response_model=RunDetail, responses=ERRORS, summary="one run, with its full config")
+    @app.get("/runs/{run_id}", response_model=RunRecord, responses=ERRORS, summary="one run, with its full config")
     def run(run_id: str = RunIdPath):
         return one_run(run_id)
 
-    @app.get("/runs/{run_id}/epochs", response_model=list[EpochRow], responses=CSV_TOO,
+    @app.get("/runs/{run_id}/epochs", response_model=list[EpochRecord], responses=CSV_TOO,
              summary="one run's per-epoch rows")
     def epochs_of(run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
         one_run(run_id)
         rows = queries.run_epochs(db, run_id)
-        return _csv(rows, store.EPOCH_COLUMNS) if fmt == "csv" else rows
+        return _csv(rows, EPOCH_COLUMNS) if fmt == "csv" else rows
 
-    @app.get("/runs/{run_id}/confusion", response_model=list[ConfusionRow], responses=CSV_TOO,
+    @app.get("/runs/{run_id}/confusion", response_model=list[ConfusionRecord], responses=CSV_TOO,
              summary="one run's confusion matrix rows (test, and val when held out); empty until completed")
     def confusion_of(run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
         one_run(run_id)
         rows = queries.run_confusion(db, run_id)
-        return _csv(rows, store.CONFUSION_COLUMNS) if fmt == "csv" else rows
+        return _csv(rows, CONFUSION_COLUMNS) if fmt == "csv" else rows
 
     @app.get("/tables/comparison", response_model=ComparisonTable,
              responses={200: _content("text/csv", "text/markdown", "text/html"), 422: ERRORS[422]},
              summary="the comparison table: depth x epochs across, data set x metric x variant down, "
                      "with the published reference rows")
-    def comparison(dataset: Optional[Dataset] = None, metric: Optional[Literal["test_error", "train_seconds"]] = None,
+    def comparison(dataset: Optional[Dataset] = None, metric: Optional[Metric] = None,
+                   all_columns: bool = Query(False, alias="all", description="every published column too"),
                    fmt: Literal["json", "csv", "markdown", "html"] = Query("json", alias="format")):
-        table = queries.comparison(db, dataset, metric)
+        table = queries.comparison(db, dataset, metric, all_columns)
         if fmt == "csv":
             return PlainTextResponse(tables.as_long_csv(table), media_type="text/csv")
         if fmt == "markdown":
@@ -193,6 +224,28 @@ def create_app(results_dir: Path) -> FastAPI:
                                                                     table=tables.html_context(table))
             return HTMLResponse(page)
         return tables.as_dict(table)
+
+    @app.get("/tables/comparisons", response_model=list[CompareRow],
+             responses={200: _content("text/csv", "text/markdown", "text/html"), 422: ERRORS[422]},
+             summary="the questions a depth x epochs study asks, each answered with a test: adjacent depths, adjacent "
+                     "budgets, plain vs ResNet, option A vs B, measured vs published (Holm-adjusted)")
+    def comparisons(dataset: Optional[Dataset] = None, metric: Metric = "test_error_pct",
+                    fmt: Literal["json", "csv", "markdown", "html"] = Query("json", alias="format")):
+        rows = queries.comparisons(db, dataset, metric)
+        if fmt == "csv":
+            return PlainTextResponse(tables.compare_csv(rows), media_type="text/csv")
+        if fmt == "markdown":
+            return PlainTextResponse(tables.compare_markdown(rows), media_type="text/markdown")
+        if fmt == "html":
+            return HTMLResponse(templates.get_template("comparisons.html").render(
+                title="Comparisons", header=tables.COMPARE_HEADER, rows=tables.compare_wide(rows),
+                note=tables.COMPARE_NOTE))
+        return tables.compare_dicts(rows)
+
+    @app.get("/findings", response_model=list[FindingOut],
+             summary="each claim of the original study and of the paper, tested on the store")
+    def findings():
+        return [tables.finding_dict(f) for f in queries.findings(db)]
 
     def figure(name: str, fmt: str, dataset, epochs, run_id) -> Response:
         if name not in figures.FIGURES:
@@ -224,19 +277,42 @@ def create_app(results_dir: Path) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, summary="the dashboard: table, figures, runs")
     def dashboard():
-        figs = ["error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "confusion"]
-        if queries.has_plain_runs(db):
-            figs.append("plain-vs-resnet")
-        alts = {"error-curves": "train (dashed) and test (solid) error vs epoch, one line per depth",
-                "accuracy": "test accuracy vs epoch", "depth-vs-accuracy": "final test accuracy vs depth, "
-                "with published numbers", "time-vs-accuracy": "final test accuracy vs training time",
-                "confusion": "confusion matrix of the latest completed run", "plain-vs-resnet": "plain nets vs ResNets"}
+        plain = queries.has_plain_runs(db)
+        figs = [name for name in figures.FIGURES if name != "plain-vs-resnet" or plain]
         page = templates.get_template("dashboard.html").render(
             title="resnet-study results", results_dir=str(db.results_dir), total_runs=queries.count_runs(db),
             status_counts=queries.status_counts(db), table=tables.html_context(queries.comparison(db)),
+            findings=queries.findings(db),
             runs=queries.recent_runs(db, DASHBOARD_RUNS),
-            figures=[{"name": n, "alt": alts[n]} for n in figs])
+            figures=[{"name": n, "alt": figures.FIGURES[n]} for n in figs])
         return HTMLResponse(page)
 
     return app
 
+
+def create_app_from_env() -> FastAPI:
+    """The app over $RESNET_STUDY_RESULTS (default ./results): for `uvicorn --factory`."""
+    return create_app(default_results_dir())
+
+
+def _check_port_free(host: str, port: int) -> None:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise StudyError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port or --host") from None
+
+
+def serve(results_dir: Path, host: str, port: int) -> None:
+    """Check the dir and the port (one-line errors), then serve until interrupted."""
+    import uvicorn
+
+    if not Path(results_dir).is_dir():
+        raise StudyError(f"no results dir at {results_dir}; run `resnet-study train --results-dir {results_dir}` "
+                         f"first or pass --results-dir")
+    if not 0 < port < 65536:
+        raise StudyError(f"--port: use 1-65535 (got {port})")
+    _check_port_free(host, port)
+    print(f"serving {results_dir} read-only at http://{host}:{port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(create_app(results_dir), host=host, port=port, log_level="warning", access_log=False)

@@ -5,7 +5,7 @@
 
 The store is written directly (one bulk INSERT ... SELECT per table, in the store's schema and file format), not
 trained: every run is labelled `synthetic-...` and its numbers are made up (a plausible decaying error curve). It
-measures the service, not the science. The server is `resnet-study serve` in its own process on 127.0.0.1; the
+measures the service, not the science. The server is the service under uvicorn in its own process on 127.0.0.1; the
 client sends requests one at a time. For each route: the first request (cold: figure not yet cached, DuckDB pages
 not yet read) and then `--requests` timed ones.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import duckdb
 
-from core import store
+from ..core import store
+from ..core.config import default_milestones
+from ..core.vocab import CLASS_NAMES, layers
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot"]
+DEPTHS = (3, 5, 7, 9, 18)  # the paper's n
 
 
 def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
@@ -39,17 +39,18 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
     tmp = db.with_name(db.name + ".building")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp), config=store.DUCKDB_CONFIG)
-    store._create_schema(con)
+    store.create_schema(con)
     con.execute("SELECT setseed(0.42)")
+    milestones = ",".join(map(str, default_milestones(epochs)))
     con.execute(f"""
         CREATE TEMP TABLE spec AS SELECT i,
             CASE i % 2 WHEN 0 THEN 'cifar10' ELSE 'fashion-mnist' END AS dataset,
-            [3, 5, 7, 9, 18][1 + (i // 2) % 5] AS n,
+            $n[1 + (i // 2) % 5] AS n, $layers[1 + (i // 2) % 5] AS layers,
             ['A', 'A', 'A', 'B', 'none'][1 + (i // 10) % 5] AS shortcut,
             i // 50 AS seed,
             CASE WHEN i % 100 = 99 THEN 'failed' WHEN i % 100 >= 94 THEN 'running' ELSE 'completed' END AS status,
             (CASE i % 2 WHEN 0 THEN 0.07 ELSE 0.05 END) + 0.02 / (1 + (i // 2) % 5) + 0.01 * random() AS final
-        FROM range({runs}) t(i)""")
+        FROM range({runs}) t(i)""", {"n": list(DEPTHS), "layers": [layers(n) for n in DEPTHS]})
     con.execute(f"""
         CREATE TEMP TABLE ep AS SELECT
             'synthetic-' || lpad(s.i::VARCHAR, 7, '0') AS run_id, e AS epoch, s.final,
@@ -65,8 +66,8 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
             50000 / epoch_seconds AS images_per_second FROM ep""")
     con.execute(f"""
         INSERT INTO runs BY NAME SELECT 'synthetic-' || lpad(s.i::VARCHAR, 7, '0') AS run_id, 'synthetic' AS run_name,
-            s.n, 6 * s.n + 2 AS layers, s.shortcut, s.dataset, {epochs} AS epochs, 'paper' AS augment, s.seed,
-            128 AS batch_size, 0.1 AS lr, 0.9 AS momentum, 0.0001 AS weight_decay, '' AS milestones,
+            s.n, s.layers, s.shortcut, s.dataset, {epochs} AS epochs, 'paper' AS augment, s.seed,
+            128 AS batch_size, 0.1 AS lr, 0.9 AS momentum, 0.0001 AS weight_decay, '{milestones}' AS milestones,
             0 AS warmup_epochs, 0 AS val_split, NULL AS train_limit, NULL AS test_limit, 50000 AS train_size,
             0 AS val_size, 10000 AS test_size, 270000 * s.n // 3 AS params, s.status, count(e.epoch) AS epochs_done,
             TIMESTAMP '2026-01-01' + to_seconds(s.i) AS started_at,
@@ -84,7 +85,7 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
             (CASE r.dataset WHEN 'cifar10' THEN $c ELSE $f END)[p + 1] AS predicted_class,
             CASE WHEN t = p THEN round(1000 * (1 - r.test_error)) ELSE round(1000 * r.test_error / 9) END AS count
         FROM runs r, range(10) a(t), range(10) b(p) WHERE r.status = 'completed'""",
-                {"c": CIFAR10_CLASSES, "f": FASHION_MNIST_CLASSES})
+                {"c": list(CLASS_NAMES["cifar10"]), "f": list(CLASS_NAMES["fashion-mnist"])})
     con.execute("CHECKPOINT")
     con.close()
     os.replace(tmp, db)
@@ -118,7 +119,7 @@ def routes(sample_run: str) -> list[str]:
         "/tables/comparison?format=csv",
         "/tables/comparison?format=markdown",
         "/tables/comparison?format=html",
-        "/tables/comparison?dataset=cifar10&metric=test_error",
+        "/tables/comparison?dataset=cifar10&metric=test_error_pct",
         "/runs?dataset=cifar10&n=3&shortcut=A",
         "/runs?limit=100",
         f"/runs/{sample_run}",
@@ -146,15 +147,17 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
               f"{time.perf_counter() - t0:.1f} s; numbers are made up, latencies are real", flush=True)
         port = _free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--results-dir", str(folder),
-                                 "--host", "127.0.0.1", "--port", str(port)], env=env)
+        env["RESNET_STUDY_RESULTS"] = str(folder)
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
+                                 "resnet_study.results_api.app:create_app_from_env", "--host", "127.0.0.1",
+                                 "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)
         base = f"http://127.0.0.1:{port}"
         results = []
         try:
             with httpx.Client(timeout=120) as client:
                 _wait_ready(client, base, proc)
                 sample = client.get(f"{base}/runs?status=completed&limit=1").json()[0]["run_id"]
-                print(f"server: resnet-study serve on {base} (own process); {requests} timed requests per route, "
+                print(f"server: uvicorn on {base} (own process); {requests} timed requests per route, "
                       f"one at a time\n")
                 print(f"{'route':58} {'status':>6} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
                 for path in routes(sample):

@@ -1,14 +1,18 @@
 """The study's figures, drawn with matplotlib's Agg backend (no display, no pyplot global state).
 
-    error-curves       train error dashed, test error solid, vs epoch; one line per depth, one panel per data set
-                       (the paper's Fig. 6 style)
-    accuracy           test accuracy vs epoch, one line per depth
-    depth-vs-accuracy  final test accuracy vs depth, with the paper's and the seed report's numbers beside
+    error-curves       train error dashed, test error solid, vs epoch; one line per depth (and variant), a band from
+                       the lowest to the highest seed; one panel per data set (the paper's Fig. 6 style)
+    accuracy           test accuracy vs epoch, the same lines and bands
+    depth-vs-accuracy  final test accuracy vs depth per epoch budget, with 95 % confidence intervals of the mean,
+                       beside the paper's and the seed report's numbers
+    time-to-accuracy   test error vs cumulative training seconds: how fast each depth and budget gets where
     time-vs-accuracy   final test accuracy vs training time, one point per run
     confusion          one run's test-set confusion matrix, with class names and counts
     plain-vs-resnet    plain nets next to ResNets of the same depths (the paper's Fig. 6 left vs middle)
 
-`render(name, fmt, db, params)` returns the image bytes; the service caches them per (figure, params, data version).
+Lines are cells (one experiment over its seeds: results_api/queries.py); a panel with several variants names them
+in the legend. Axes are set from the data with a margin, and legends sit outside the axes: nothing is clipped or
+covered. `render(name, fmt, db, params)` returns the image bytes; the service caches them per data version.
 """
 
 from __future__ import annotations
@@ -23,22 +27,31 @@ matplotlib.use("Agg")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from results_api import queries  # noqa: E402
-from results_api.reference import reference_rows  # noqa: E402
+from ..core.vocab import DATASET_TITLES  # noqa: E402
+from . import queries  # noqa: E402
+from .reference import reference_rows  # noqa: E402
 
-FIGURES = ("error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "confusion", "plain-vs-resnet")
+FIGURES = {  # name -> what it shows (the dashboard's alt text)
+    "error-curves": "train (dashed) and test (solid) error vs epoch, mean over seeds with a min-max band",
+    "accuracy": "test accuracy vs epoch, mean over seeds with a min-max band",
+    "depth-vs-accuracy": "final test accuracy vs depth with 95 % confidence intervals, beside published numbers",
+    "time-to-accuracy": "test error vs cumulative training time, one line per depth and budget",
+    "time-vs-accuracy": "final test accuracy vs training time, one point per run",
+    "confusion": "confusion matrix of the latest completed run",
+    "plain-vs-resnet": "plain nets vs ResNets of the same depths",
+}
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
-DATASET_TITLES = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST"}
 # Matplotlib's text layout and font cache are not thread-safe; figures are cached, so serialising costs little.
 _RENDER_LOCK = threading.Lock()
 REFERENCE_COLOURS = {20: "tab:orange", 50: "tab:green", 100: "tab:red", 182: "black"}
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 class FigureUnavailable(Exception):
     """The figure cannot be drawn from this store (no such run, no plain runs): the service answers 404."""
 
 
-def _new(panels: int = 1, rows: int = 1, width: float = 6.0, height: float = 4.2) -> tuple[Figure, list]:
+def _new(panels: int = 1, rows: int = 1, width: float = 6.4, height: float = 4.4) -> tuple[Figure, list]:
     fig = Figure(figsize=(width * panels, height * rows), dpi=100, layout="constrained")
     axes = fig.subplots(rows, panels, squeeze=False)
     return fig, [ax for line in axes for ax in line]
@@ -58,83 +71,153 @@ def _colours(keys) -> dict:
     return {k: cmap(0.85 * i / max(1, len(keys) - 1)) for i, k in enumerate(keys)}
 
 
-def _style_legend(ax, curves_shown: bool) -> None:
-    if curves_shown:
-        ax.plot([], [], color="black", linestyle="-", label="test error")
-        ax.plot([], [], color="black", linestyle="--", label="train error")
-    ax.legend(fontsize=8, loc="upper right")
+def _fit(ax, values, floor: float | None = None, ceiling: float | None = None) -> None:
+    """y limits from the data with a 6 % margin (clamped to [floor, ceiling]): no line is ever clipped."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return
+    low, high = min(values), max(values)
+    pad = max(0.06 * (high - low), 0.5)
+    low, high = low - pad, high + pad
+    ax.set_ylim(max(low, floor) if floor is not None else low, min(high, ceiling) if ceiling is not None else high)
 
 
-def _curve_panels(db, dataset, epochs, plain_filter, value, ylabel, title, train_dashed) -> Figure:
-    points = [p for p in queries.curves(db, dataset, epochs) if plain_filter(p["plain"])]
+def _legend(ax, handles_extra=()) -> None:
+    for label, style in handles_extra:
+        ax.plot([], [], color="black", linestyle=style, label=label)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+
+
+def _lines(points: list[dict]) -> dict[tuple, list[dict]]:
+    """(variant, layers, budget) -> that cell's points in epoch order."""
+    out: dict[tuple, list[dict]] = {}
+    for p in points:
+        out.setdefault((p["variant"], p["layers"], p["epochs"]), []).append(p)
+    return out
+
+
+def _label(variant, layers: int, budget: int, runs: int, several_variants: bool) -> str:
+    text = f"{queries.net_name(variant, layers)}, {budget} ep ({runs} run{'s' if runs > 1 else ''})"
+    return f"{text}, {variant.label}" if several_variants else text
+
+
+def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figure:
+    points = [p for p in queries.curves(db, dataset, epochs) if keep(p["variant"])]
     if not points:
         return _empty(title, "no runs with epochs yet")
     datasets = sorted({p["dataset"] for p in points})
-    colours = _colours(p["layers"] for p in points)
-    fig, axes = _new(len(datasets))
+    fig, axes = _new(len(datasets), width=7.4)
     for ax, ds in zip(axes, datasets):
-        mine = [p for p in points if p["dataset"] == ds]
-        for layers in sorted({p["layers"] for p in mine}):
-            line = [p for p in mine if p["layers"] == layers]
+        lines = _lines([p for p in points if p["dataset"] == ds])
+        variants = sorted({k[0] for k in lines}, key=lambda v: (not v.is_paper_recipe, v.label))
+        colours = _colours(k[1] for k in lines)
+        shown = []
+        for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),
+                                                                                     kv[0][1])):
+            style = LINESTYLES[variants.index(variant) % len(LINESTYLES)]
             x = [p["epoch"] for p in line]
-            runs = max(p["runs"] for p in line)
-            label = f"{layers} layers ({runs} run{'s' if runs > 1 else ''}, {line[0]['budget']} ep)"
-            ax.plot(x, [value(p) for p in line], color=colours[layers], linewidth=2, label=label)
-            if train_dashed:
-                ax.plot(x, [p["train_error"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
-        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title}")
+            label = _label(variant, layers, budget, max(p["runs"] for p in line), len(variants) > 1)
+            mean = [p["test_error_pct"] for p in line]
+            low, high = [p["test_error_pct_min"] for p in line], [p["test_error_pct_max"] for p in line]
+            if accuracy:
+                mean, low, high = [100 - v for v in mean], [100 - v for v in high], [100 - v for v in low]
+            ax.plot(x, mean, color=colours[layers], linewidth=2, linestyle=style, label=label)
+            ax.fill_between(x, low, high, color=colours[layers], alpha=0.18, linewidth=0)
+            shown += low + high
+            if not accuracy:
+                ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
+                shown += [p["train_error_pct"] for p in line]
+        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title}", fontsize=10)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel("test accuracy (%)" if accuracy else "error (%)")
+        _fit(ax, shown, 0, 100)
         ax.grid(alpha=0.3)
-        _style_legend(ax, train_dashed)
+        _legend(ax, () if accuracy else (("test error", "-"), ("train error", "--")))
     return fig
 
 
 def error_curves(db, dataset=None, epochs=None, **_) -> Figure:
-    return _curve_panels(db, dataset, epochs, lambda plain: not plain, lambda p: p["test_error"], "error (%)",
-                         "ResNet train (dashed) and test (solid) error", train_dashed=True)
+    return _curve_panels(db, dataset, epochs, lambda v: v.get("shortcut") != "none",
+                         "ResNet train (dashed) and test (solid) error", accuracy=False)
 
 
 def accuracy(db, dataset=None, epochs=None, **_) -> Figure:
-    return _curve_panels(db, dataset, epochs, lambda plain: not plain, lambda p: 100 - p["test_error"],
-                         "test accuracy (%)", "ResNet test accuracy by epoch", train_dashed=False)
+    return _curve_panels(db, dataset, epochs, lambda v: v.get("shortcut") != "none", "ResNet test accuracy by epoch",
+                         accuracy=True)
 
 
 def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
     title = "Final test accuracy vs depth"
-    groups = queries.final_by_depth(db, dataset)
-    refs = [r for r in reference_rows() if r.metric == "test_error" and (dataset is None or r.dataset == dataset)]
-    datasets = sorted({g["dataset"] for g in groups} | {r.dataset for r in refs})
-    fig, axes = _new(len(datasets))
+    table = queries.comparison(db, dataset, "test_error_pct", all_columns=True)
+    measured = [r for r in table.rows if r.kind == "measured"]
+    refs = [r for r in reference_rows() if r.metric == "test_error_pct" and (dataset is None or r.dataset == dataset)]
+    datasets = sorted({r.dataset for r in measured} | {r.dataset for r in refs})
+    if not datasets:
+        return _empty(title, "no completed runs yet")
+    fig, axes = _new(len(datasets), width=7.4)
     markers = {"He et al. 2016, Table 6": "*", "Seed report 2024, Table 1": "D"}
     for ax, ds in zip(axes, datasets):
-        mine = [g for g in groups if g["dataset"] == ds]
-        series = sorted({(g["plain"], g["epochs"]) for g in mine})
-        colours = _colours(series)
-        for plain, ep in series:
-            line = [g for g in mine if (g["plain"], g["epochs"]) == (plain, ep)]
-            ax.errorbar([g["layers"] for g in line], [g["accuracy"] for g in line],
-                        yerr=[g["accuracy_std"] or 0 for g in line], color=colours[(plain, ep)], marker="o",
-                        capsize=3, linestyle=":" if plain else "-",
-                        label=f"measured, {'plain' if plain else 'ResNet'}, {ep} ep")
-        depths = {g["layers"] for g in mine}
+        series = [(r, ep) for r in measured if r.dataset == ds for ep in sorted({e for _, e in r.cells})]
+        colours = _colours((r.label, ep) for r, ep in series)
+        depths, shown = set(), []
+        for r, ep in series:
+            cells = sorted((l, c) for (l, e), c in r.cells.items() if e == ep)
+            depths |= {l for l, _ in cells}
+            y = [100 - c.mean for _, c in cells]
+            err = [c.half_width or 0 for _, c in cells]
+            shown += [v - e for v, e in zip(y, err)] + [v + e for v, e in zip(y, err)]
+            ax.errorbar([l for l, _ in cells], y, yerr=err, color=colours[(r.label, ep)], marker="o", capsize=3,
+                        linestyle=":" if r.variant.get("shortcut") == "none" else "-",
+                        label=f"{r.label}, {ep} ep (n = {'/'.join(str(c.count) for _, c in cells)})")
         for ref in (r for r in refs if r.dataset == ds):
             for ep in sorted({e for _, e in ref.cells}):
                 cells = sorted((l, 100 - v) for (l, e), v in ref.cells.items() if e == ep)
                 depths |= {c[0] for c in cells}
+                shown += [c[1] for c in cells]
                 ax.plot([c[0] for c in cells], [c[1] for c in cells], marker=markers.get(ref.label, "s"),
                         color=REFERENCE_COLOURS.get(ep, "black"), linestyle="none", markersize=8, alpha=0.8,
                         label=f"{ref.label}, {ep} ep")
         ax.set_xscale("log")
         ax.set_xticks(sorted(depths), [str(d) for d in sorted(depths)])
         ax.minorticks_off()
-        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()}")
+        _fit(ax, shown, 0, 100)
+        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()} (bars: 95 % CI of the mean)", fontsize=10)
         ax.set_xlabel("layers (log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    if not datasets:
-        return _empty(title, "no completed runs yet")
+        _legend(ax)
+    return fig
+
+
+def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
+    title = "Test error vs training time"
+    points = queries.curves(db, dataset, epochs, every_budget=True)
+    if not points:
+        return _empty(title, "no runs with epochs yet")
+    datasets = sorted({p["dataset"] for p in points})
+    fig, axes = _new(len(datasets), width=7.4)
+    for ax, ds in zip(axes, datasets):
+        lines = _lines([p for p in points if p["dataset"] == ds])
+        variants = sorted({k[0] for k in lines}, key=lambda v: (not v.is_paper_recipe, v.label))
+        colours = _colours((k[1], k[2]) for k in lines)
+        shown, seconds = [], []
+        for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),
+                                                                                     kv[0][1:])):
+            x, y = [p["seconds"] for p in line], [p["test_error_pct"] for p in line]
+            ax.plot(x, y, color=colours[(layers, budget)], marker=".", linewidth=1.5,
+                    linestyle=LINESTYLES[variants.index(variant) % len(LINESTYLES)],
+                    label=_label(variant, layers, budget, max(p["runs"] for p in line), len(variants) > 1))
+            shown += y
+            seconds += x
+        if seconds and max(seconds) > 20 * min(seconds):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        _fit(ax, shown, 0, 100)
+        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()} (mean over seeds)", fontsize=10)
+        ax.set_xlabel("cumulative training time (s)")
+        ax.set_ylabel("test error (%)")
+        ax.grid(alpha=0.3, which="both")
+        _legend(ax)
     return fig
 
 
@@ -143,13 +226,13 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
     runs = queries.time_and_accuracy(db, dataset)
     if not runs:
         return _empty(title, "no completed runs yet")
-    fig, (ax,) = _new(width=7.0)
+    fig, (ax,) = _new(width=7.4)
     colours = _colours(r["layers"] for r in runs)
     markers = {"cifar10": "o", "fashion-mnist": "^"}
     for ds in sorted({r["dataset"] for r in runs}):
         for layers in sorted({r["layers"] for r in runs if r["dataset"] == ds}):
             pts = [r for r in runs if r["dataset"] == ds and r["layers"] == layers]
-            ax.scatter([r["train_seconds"] for r in pts], [r["accuracy"] for r in pts], color=colours[layers],
+            ax.scatter([r["train_seconds"] for r in pts], [r["accuracy_pct"] for r in pts], color=colours[layers],
                        marker=markers.get(ds, "s"), s=28, alpha=0.75, edgecolors="none",
                        label=f"{DATASET_TITLES.get(ds, ds)}, {layers} layers")
     seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
@@ -157,11 +240,12 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    _fit(ax, [r["accuracy_pct"] for r in runs], 0, 100)
     ax.set_title(title)
     ax.set_xlabel("training time (s, log scale)" if log else "training time (s)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    _legend(ax)
     return fig
 
 
@@ -200,38 +284,39 @@ def confusion(db, run_id=None, **_) -> Figure:
 
 def plain_vs_resnet(db, dataset=None, epochs=None, **_) -> Figure:
     points = queries.curves(db, dataset, epochs)
-    if not any(p["plain"] for p in points):
+    if not any(p["variant"].get("shortcut") == "none" for p in points):
         raise FigureUnavailable("no plain runs (train with --shortcut none) in this store" +
                                 (f" for dataset {dataset}" if dataset else ""))
-    datasets = sorted({p["dataset"] for p in points if p["plain"]})
+    datasets = sorted({p["dataset"] for p in points if p["variant"].get("shortcut") == "none"})
     colours = _colours(p["layers"] for p in points)
-    fig, axes = _new(2, len(datasets), width=5.5)
-    top = max(max(p["train_error"], p["test_error"]) for p in points)
+    fig, axes = _new(2, len(datasets), width=6.2)
+    shown = [v for p in points for v in (p["train_error_pct"], p["test_error_pct"])]
     for row, ds in enumerate(datasets):
         for col, plain in enumerate((True, False)):
             ax = axes[2 * row + col]
-            mine = [p for p in points if p["dataset"] == ds and p["plain"] == plain]
-            for layers in sorted({p["layers"] for p in mine}):
-                line = [p for p in mine if p["layers"] == layers]
+            lines = _lines([p for p in points if p["dataset"] == ds and (p["variant"].get("shortcut") == "none") == plain])
+            several = len({k[0] for k in lines}) > 1
+            for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (kv[0][1], kv[0][0].label)):
                 x = [p["epoch"] for p in line]
-                ax.plot(x, [p["test_error"] for p in line], color=colours[layers], linewidth=2,
-                        label=f"{'plain' if plain else 'ResNet'}-{layers}")
-                ax.plot(x, [p["train_error"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
-            ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {'plain nets' if plain else 'ResNets'}")
+                ax.plot(x, [p["test_error_pct"] for p in line], color=colours[layers], linewidth=2,
+                        label=_label(variant, layers, budget, max(p["runs"] for p in line), several))
+                ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
+            ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {'plain nets' if plain else 'ResNets'}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.set_ylabel("error (%)")
-            ax.set_ylim(0, top * 1.05)
+            _fit(ax, shown, 0, 100)  # the same scale in both panels
             ax.grid(alpha=0.3)
-            _style_legend(ax, True)
+            _legend(ax, (("test error", "-"), ("train error", "--")))
     return fig
 
 
 DRAW = {"error-curves": error_curves, "accuracy": accuracy, "depth-vs-accuracy": depth_vs_accuracy,
-        "time-vs-accuracy": time_vs_accuracy, "confusion": confusion, "plain-vs-resnet": plain_vs_resnet}
+        "time-to-accuracy": time_to_accuracy, "time-vs-accuracy": time_vs_accuracy, "confusion": confusion,
+        "plain-vs-resnet": plain_vs_resnet}
 
 
 def render(name: str, fmt: str, db, **params) -> bytes:
-    """Draw figure `name` (one of FIGURES) as `fmt` (png | svg). Raises FigureUnavailable."""
+    """Draw figure `name` (a key of FIGURES) as `fmt` (png | svg). Raises FigureUnavailable."""
     with _RENDER_LOCK:
         fig = DRAW[name](db, **params)
         FigureCanvasAgg(fig)

@@ -1,27 +1,41 @@
-"""Every SQL statement the service runs. User input only ever arrives as bound parameters; column names come from
-core.store's schema, never from a request.
+"""Every SQL statement the service runs, and the study's answers built on them: cells, the comparison table, the
+comparisons between cells and the published numbers, the claims. User input only ever arrives as bound parameters;
+column names come from core.records, never from a request.
 
-The comparison table is the seed report's Table 1 generalised: columns = depth (layers) x epoch budget, rows =
-data set x metric x shortcut variant (ResNet option A / option B / plain) x augmentation. A cell is over the
-COMPLETED runs of that group (the seeds): mean, sample std when there is more than one run, and the count.
-Errors are stored as fractions and shown here in percent.
+A **cell** is one experiment over seeds: the completed runs that agree on every identity field of ExperimentConfig
+except the seed and the run name (`ExperimentConfig.cell_fields()`). Runs on 5 000 images, with another lr or with a
+45k/5k split are other experiments, never averaged with the paper recipe. The comparison table puts depth (layers) x
+epoch budget across and data set x metric x **variant** down, where a variant is everything else a cell fixes
+(shortcut, augmentation, optimizer settings, schedule, training set), labelled by what differs from the paper's
+recipe. Errors are stored as fractions (`test_error`) and shown in percent (`test_error_pct`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from core import store
+from ..core import store
+from ..core.config import ExperimentConfig, default_milestones
+from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS
+from ..core.vocab import TEST_IMAGES, TRAIN_IMAGES
+from . import stats
+from .reference import Claim, Published, claims, published_numbers, reference_rows
 
-RUN_LIST_COLUMNS = tuple(c for c in store.RUN_COLUMNS if c != "config")  # the full config JSON: /runs/{run_id}
+RUN_LIST_COLUMNS = tuple(c for c in RUN_COLUMNS if c != "config")  # the full config JSON: /runs/{run_id}
 RUN_FILTERS = ("dataset", "n", "shortcut", "epochs", "augment", "status")
-METRICS = {"test_error": "test error (%)", "train_seconds": "training time (s)"}
-SHORTCUT_ORDER = {"A": 0, "B": 1, "none": 2}
+METRICS = {"test_error_pct": "test error (%)", "train_seconds": "training time (s)"}
+METRIC_SQL = {"test_error_pct": "100 * test_error", "train_seconds": "train_seconds"}
+# A row of the table: the cell fields without the data set (a row dimension of its own) and the columns (n, epochs).
+VARIANT_FIELDS = tuple(f for f in ExperimentConfig.cell_fields() if f not in ("dataset", "n", "epochs"))
+PAPER_RECIPE = "paper recipe"
+COMPARISON_KINDS = ("depth", "epochs", "plain vs ResNet", "option A vs B", "published")
 
 
 class NoStore(Exception):
@@ -65,25 +79,27 @@ def _jsonable(v):
     return v
 
 
-def _empty_if_no_store(fn):
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NoStore:
-            return [] if fn.__name__ != "count_runs" else 0
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
-    return wrapper
+def _empty_if_no_store(empty):
+    def decorate(fn):
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except NoStore:
+                return empty
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+    return decorate
 
 
 # ---------------------------------------------------------------- runs
 
 
-@_empty_if_no_store
+@_empty_if_no_store(0)
 def count_runs(db: Store) -> int:
     return db.query("SELECT count(*) FROM runs")[1][0][0]
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def list_runs(db: Store, filters: dict, limit: int = 10_000, offset: int = 0) -> list[dict]:
     """Runs matching `filters` (keys from RUN_FILTERS, equality), oldest first."""
     where, params = [], []
@@ -96,39 +112,138 @@ def list_runs(db: Store, filters: dict, limit: int = 10_000, offset: int = 0) ->
     return db.rows(sql, [*params, limit, offset])
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def recent_runs(db: Store, limit: int) -> list[dict]:
     return db.rows(f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs ORDER BY updated_at DESC, run_id LIMIT ?", [limit])
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def status_counts(db: Store) -> list[dict]:
     return db.rows("SELECT status, count(*) AS runs FROM runs GROUP BY status ORDER BY status")
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def get_run(db: Store, run_id: str) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(store.RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    return db.rows(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def run_epochs(db: Store, run_id: str) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(store.EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id])
+    return db.rows(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id])
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def run_confusion(db: Store, run_id: str, split: str | None = None) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(store.CONFUSION_COLUMNS)} FROM confusion WHERE run_id = ? "
+    return db.rows(f"SELECT {', '.join(CONFUSION_COLUMNS)} FROM confusion WHERE run_id = ? "
                    "AND (? IS NULL OR split = ?) ORDER BY split, true_label, predicted_label", [run_id, split, split])
 
 
-@_empty_if_no_store
+@_empty_if_no_store([])
 def latest_with_confusion(db: Store) -> list[dict]:
     return db.rows("SELECT r.run_id FROM runs r WHERE r.status = 'completed' AND EXISTS "
                    "(SELECT 1 FROM confusion c WHERE c.run_id = r.run_id) ORDER BY r.finished_at DESC, r.run_id LIMIT 1")
 
 
-# ---------------------------------------------------------------- the comparison table
+@_empty_if_no_store(False)
+def has_plain_runs(db: Store, dataset: str | None = None) -> bool:
+    return db.query("SELECT count(*) > 0 FROM runs WHERE shortcut = 'none' AND status IN ('completed', 'running') "
+                    "AND (? IS NULL OR dataset = ?)", [dataset, dataset])[1][0][0]
+
+
+# ---------------------------------------------------------------- variants: what a row of the table is
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Everything a cell fixes except its data set, depth and epoch budget; milestones 'default' when they are the
+    budget's default (50 % and 75 %), so that the paper recipe at 20 and at 100 epochs is one row."""
+
+    dataset: str
+    fields: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, run: dict) -> "Variant":
+        values = dict((f, run[f]) for f in VARIANT_FIELDS)
+        if values["milestones"] in (None, ",".join(map(str, default_milestones(run["epochs"])))):
+            values["milestones"] = "default"
+        return cls(run["dataset"], tuple(values.items()))
+
+    def get(self, name: str):
+        return dict(self.fields)[name]
+
+    def replace(self, **changes) -> "Variant":
+        return Variant(self.dataset, tuple((f, changes.get(f, v)) for f, v in self.fields))
+
+    @property
+    def is_paper_recipe(self) -> bool:
+        return not self.differences()
+
+    def differences(self) -> list[str]:
+        """What differs from the paper's recipe (ExperimentConfig's defaults, the full training set), in words."""
+        defaults = ExperimentConfig.model_fields
+        values = dict(self.fields)
+        return [_describe(name, value, self.dataset, values) for name, value in self.fields
+                if value != ("default" if name == "milestones" else defaults[name].default)]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.differences()) or PAPER_RECIPE
+
+
+def _count(k: int) -> str:
+    return f"{k // 1000}k" if k % 1000 == 0 else f"{k:,}".replace(",", " ")
+
+
+def _describe(name: str, value, dataset: str, variant: dict) -> str:
+    full = TRAIN_IMAGES.get(dataset, 0)
+    if name == "shortcut":
+        return "plain net" if value == "none" else f"option {value}"
+    if name == "train_limit":
+        return f"train {_count(value)} of {_count(full)} images"
+    if name == "test_limit":
+        return f"test {_count(value)} of {_count(TEST_IMAGES.get(dataset, 0))} images"
+    if name == "val_split":  # of the training images in use: 45k/5k for the paper's split of CIFAR-10
+        pool = min(variant.get("train_limit") or full, full)
+        return f"{_count(pool - value)}/{_count(value)} split"
+    if name == "warmup_epochs":
+        return f"warm-up {value} epoch{'s' if value != 1 else ''}"
+    if name == "augment":
+        return f"augment {value}"
+    if name == "batch_size":
+        return f"batch {value}"
+    return f"{name.replace('_', ' ')} {value:g}" if isinstance(value, float) else f"{name.replace('_', ' ')} {value}"
+
+
+def net_name(variant: Variant, layers: int) -> str:
+    return f"{'plain' if variant.get('shortcut') == 'none' else 'ResNet'}-{layers}"
+
+
+def describe_cell(variant: Variant, layers: int, epochs: int) -> str:
+    return f"{net_name(variant, layers)}, {epochs} ep, {variant.label}"
+
+
+# ---------------------------------------------------------------- cells
+
+
+CellKey = tuple  # (Variant, layers, epochs)
+
+
+@_empty_if_no_store([])
+def completed_runs(db: Store, dataset: str | None = None) -> list[dict]:
+    """Every completed run with its cell fields and both metrics (test_error_pct, train_seconds)."""
+    cols = ", ".join(dict.fromkeys(("run_id", "seed", "dataset", "n", "layers", "epochs", *VARIANT_FIELDS)))
+    metrics = ", ".join(f"{sql} AS {name}" for name, sql in METRIC_SQL.items())
+    return db.rows(f"SELECT {cols}, {metrics} FROM runs WHERE status = 'completed' AND (? IS NULL OR dataset = ?) "
+                   "ORDER BY run_id", [dataset, dataset])
+
+
+def group_cells(runs: list[dict], metric: str) -> dict[CellKey, list[float]]:
+    """(variant, layers, epochs) -> the metric's values over the cell's runs (its seeds)."""
+    cells: dict[CellKey, list[float]] = defaultdict(list)
+    for r in runs:
+        if r[metric] is not None:
+            cells[(Variant.of(r), r["layers"], r["epochs"])].append(r[metric])
+    return dict(cells)
 
 
 @dataclass
@@ -137,10 +252,9 @@ class Row:
     dataset: str
     metric: str
     label: str
-    shortcut: str | None = None
-    augment: str | None = None
+    variant: Variant | None = None
     source: str | None = None
-    cells: dict[tuple[int, int], dict] = field(default_factory=dict)  # (layers, epochs) -> {mean, std, count}
+    cells: dict[tuple[int, int], stats.Summary] = field(default_factory=dict)  # (layers, epochs) -> summary
 
 
 @dataclass
@@ -150,82 +264,227 @@ class Comparison:
     runs_counted: int
 
 
-def variant_label(shortcut: str, augment: str) -> str:
-    net = "plain net (no shortcuts)" if shortcut == "none" else f"ResNet, option {shortcut}"
-    return f"measured: {net}, augment {augment}"
+def _variant_order(v: Variant) -> tuple:
+    return (not v.is_paper_recipe, v.label)
 
 
-@_empty_if_no_store
-def measured_groups(db: Store, dataset: str | None) -> list[dict]:
-    """Mean / sample std / count of the final test error (%) and training time (s) of completed runs, per
-    (dataset, shortcut, augment, layers, epochs)."""
-    return db.rows(
-        "SELECT dataset, shortcut, augment, layers, epochs, count(*) AS count, "
-        "avg(test_error) * 100 AS test_error_mean, stddev_samp(test_error) * 100 AS test_error_std, "
-        "avg(train_seconds) AS train_seconds_mean, stddev_samp(train_seconds) AS train_seconds_std "
-        "FROM runs WHERE status = 'completed' AND (? IS NULL OR dataset = ?) "
-        "GROUP BY dataset, shortcut, augment, layers, epochs", [dataset, dataset])
-
-
-def comparison(db: Store, dataset: str | None = None, metric: str | None = None) -> Comparison:
-    from results_api.reference import reference_rows
-
+def comparison(db: Store, dataset: str | None = None, metric: str | None = None, all_columns: bool = False,
+               ) -> Comparison:
+    """The comparison table. Columns: the (layers, epochs) that hold measured runs (every published one too with
+    `all_columns`, or when nothing is measured)."""
     metrics = [metric] if metric else list(METRICS)
-    groups = measured_groups(db, dataset)
-    rows: dict[tuple, Row] = {}
-    for g in groups:
-        for m in metrics:
-            key = (g["dataset"], m, 0, SHORTCUT_ORDER.get(g["shortcut"], 9), g["shortcut"], g["augment"])
-            row = rows.setdefault(key, Row("measured", g["dataset"], m, variant_label(g["shortcut"], g["augment"]),
-                                           shortcut=g["shortcut"], augment=g["augment"]))
-            row.cells[(g["layers"], g["epochs"])] = {
-                "mean": g[f"{m}_mean"], "std": g[f"{m}_std"] if g["count"] > 1 else None, "count": g["count"]}
-    for i, ref in enumerate(reference_rows()):
-        if ref.metric in metrics and (dataset is None or ref.dataset == dataset):
-            rows[(ref.dataset, ref.metric, 1, i, "", "")] = Row(
-                "reference", ref.dataset, ref.metric, ref.label, source=ref.source,
-                cells={k: {"mean": v, "std": None, "count": 1} for k, v in ref.cells.items()})
-    ordered = [rows[k] for k in sorted(rows)]
-    columns = sorted({c for r in ordered for c in r.cells})
-    return Comparison(columns, ordered, sum(g["count"] for g in groups))
+    runs = completed_runs(db, dataset)
+    rows: list[Row] = []
+    for m in metrics:
+        by_variant: dict[Variant, Row] = {}
+        for (variant, layers, epochs), values in group_cells(runs, m).items():
+            row = by_variant.setdefault(variant, Row("measured", variant.dataset, m, variant.label, variant=variant))
+            row.cells[(layers, epochs)] = stats.summarize(values)
+        rows += sorted(by_variant.values(), key=lambda r: (r.dataset, _variant_order(r.variant)))
+        for ref in reference_rows():
+            if ref.metric == m and (dataset is None or ref.dataset == dataset):
+                rows.append(Row("reference", ref.dataset, m, ref.label, source=ref.source,
+                                cells={k: stats.summarize([v]) for k, v in ref.cells.items()}))
+    order = {m: i for i, m in enumerate(metrics)}
+    rows.sort(key=lambda r: (r.dataset, order[r.metric], r.kind == "reference"))  # stable: variants keep their order
+    measured = {c for r in rows if r.kind == "measured" for c in r.cells}
+    columns = sorted({c for r in rows for c in r.cells} if all_columns or not measured else measured)
+    for r in rows:
+        if r.kind == "reference":
+            r.cells = {c: s for c, s in r.cells.items() if c in columns}
+    rows = [r for r in rows if r.cells]
+    return Comparison(columns, rows, len(runs))
+
+
+# ---------------------------------------------------------------- comparisons: the questions a study asks
+
+
+@dataclass
+class CompareRow:
+    dataset: str
+    metric: str
+    kind: str
+    a: str
+    b: str
+    n_a: int | None  # None: a published number
+    n_b: int
+    mean_a: float
+    mean_b: float
+    diff: float
+    diff_ci_low: float | None
+    diff_ci_high: float | None
+    p_value: float | None
+    p_holm: float | None
+    verdict: str
+    seeds_for_80pct_power: int | None
+
+
+COMPARE_COLUMNS = tuple(CompareRow.__dataclass_fields__)
+
+
+def _pair(dataset, metric, kind, a_name, b_name, a_values, b_values) -> CompareRow:
+    t = stats.welch(a_values, b_values)
+    return CompareRow(dataset, metric, kind, a_name, b_name, len(a_values), len(b_values),
+                      sum(a_values) / len(a_values), sum(b_values) / len(b_values), t.diff, t.ci_low, t.ci_high,
+                      t.p_value, None, "", t.seeds_for_power)
+
+
+def _against(dataset, metric, pub: Published, b_name, b_values) -> CompareRow:
+    t = stats.against(pub.value, b_values)
+    return CompareRow(dataset, metric, "published", pub.describe(), b_name, None, len(b_values), pub.value,
+                      sum(b_values) / len(b_values), t.diff, t.ci_low, t.ci_high, t.p_value, None, "",
+                      t.seeds_for_power)
+
+
+def matches_published(pub: Published, variant: Variant, layers: int, epochs: int) -> bool:
+    """A published number is set beside measured runs of the same data set, depth, epoch budget and training set
+    as the published experiment, with its shortcut; any other pairing is "not measured"."""
+    return (variant.dataset == pub.dataset and layers == pub.layers and epochs == pub.epochs
+            and variant.get("shortcut") == pub.shortcut and variant.get("train_limit") is None
+            and variant.get("val_split") == pub.val_split)
+
+
+def build_comparisons(cells: dict[CellKey, list[float]], metric: str, published: list[Published]) -> list[CompareRow]:
+    """Adjacent depths at the same budget and variant, adjacent budgets at the same depth and variant, plain vs
+    ResNet (option A) and option A vs B at the same depth, budget and otherwise the same variant, and each measured
+    cell against each published number of the same experiment; Holm-adjusted together."""
+    out: list[CompareRow] = []
+    by_budget, by_depth = defaultdict(list), defaultdict(list)
+    for (variant, layers, epochs) in cells:
+        by_budget[(variant, epochs)].append(layers)
+        by_depth[(variant, layers)].append(epochs)
+    for (variant, epochs), depths in sorted(by_budget.items(), key=lambda kv: (_cell_sort(kv[0][0]), kv[0][1])):
+        depths.sort()
+        for a, b in zip(depths, depths[1:]):
+            out.append(_pair(variant.dataset, metric, "depth", describe_cell(variant, a, epochs),
+                             describe_cell(variant, b, epochs), cells[(variant, a, epochs)], cells[(variant, b, epochs)]))
+    for (variant, layers), budgets in sorted(by_depth.items(), key=lambda kv: (_cell_sort(kv[0][0]), kv[0][1])):
+        budgets.sort()
+        for a, b in zip(budgets, budgets[1:]):
+            out.append(_pair(variant.dataset, metric, "epochs", describe_cell(variant, layers, a),
+                             describe_cell(variant, layers, b), cells[(variant, layers, a)], cells[(variant, layers, b)]))
+    for (variant, layers, epochs), values in sorted(cells.items(), key=lambda kv: (_cell_sort(kv[0][0]), kv[0][1:])):
+        for kind, a_shortcut, b_shortcut in (("plain vs ResNet", "none", "A"), ("option A vs B", "A", "B")):
+            if variant.get("shortcut") != a_shortcut:
+                continue
+            other = (variant.replace(shortcut=b_shortcut), layers, epochs)
+            if other in cells:
+                out.append(_pair(variant.dataset, metric, kind, describe_cell(variant, layers, epochs),
+                                 describe_cell(other[0], layers, epochs), values, cells[other]))
+        for pub in published:
+            if matches_published(pub, variant, layers, epochs):
+                out.append(_against(variant.dataset, metric, pub, describe_cell(variant, layers, epochs), values))
+    for row, p in zip(out, stats.holm([r.p_value for r in out])):
+        row.p_holm = p
+        row.verdict = stats.verdict(stats.Test(row.diff, row.diff_ci_low, row.diff_ci_high, row.p_value, None), p,
+                                    row.n_a, row.n_b)
+    return out
+
+
+def _cell_sort(variant: Variant) -> tuple:
+    return (variant.dataset, _variant_order(variant))
+
+
+def comparisons(db: Store, dataset: str | None = None, metric: str = "test_error_pct") -> list[CompareRow]:
+    cells = group_cells(completed_runs(db, dataset), metric)
+    published = [p for p in published_numbers() if p.metric == metric and (dataset is None or p.dataset == dataset)]
+    return build_comparisons(cells, metric, published)
+
+
+# ---------------------------------------------------------------- the claims, tested
+
+
+@dataclass
+class Finding:
+    claim: Claim
+    verdict: str  # supported | contradicted | not shown | cannot tell | not measured yet
+    summary: str  # the one-line verdict, with the command to run when cells are missing
+    rows: list[CompareRow]
+    missing: list[str]
+
+
+def claim_variant(claim: Claim) -> Variant:
+    """The paper's recipe on the claim's data set, with its shortcut and training set."""
+    values = {f: ExperimentConfig.model_fields[f].default for f in VARIANT_FIELDS}
+    values.update(milestones="default", shortcut=claim.shortcut, val_split=claim.val_split)
+    return Variant(claim.dataset, tuple((f, values[f]) for f in VARIANT_FIELDS))
+
+
+def evaluate_claim(claim: Claim, cells: dict[CellKey, list[float]]) -> Finding:
+    base, overrides = claim_variant(claim), dict(claim.overrides)
+
+    def cell(layers: int, epochs: int) -> CellKey:
+        return base.replace(**dict(overrides.get(layers, ()))), layers, epochs
+
+    keys = []
+    for at in claim.at:
+        for a, b in claim.pairs:
+            keys.append((cell(a, at), cell(b, at)) if claim.kind == "depth" else (cell(at, a), cell(at, b)))
+    missing = sorted({describe_cell(*k) for pair in keys for k in pair if k not in cells})
+    if missing:
+        return Finding(claim, "not measured yet", f"not measured yet: run `resnet-study sweep local {claim.spec}` "
+                       f"({len(missing)} cell{'s' if len(missing) > 1 else ''} missing)", [], missing)
+    rows = [_pair(claim.dataset, "test_error_pct", claim.kind, describe_cell(*ka), describe_cell(*kb), cells[ka],
+                  cells[kb]) for ka, kb in keys]
+    for row, p in zip(rows, stats.holm([r.p_value for r in rows])):
+        row.p_holm = p
+        row.verdict = stats.verdict(stats.Test(row.diff, None, None, row.p_value, None), p, row.n_a, row.n_b)
+    verdicts = [r.verdict for r in rows]
+    opposite = "b lower" if claim.expect == "b higher" else "b higher"
+    if any(v.startswith("cannot tell") for v in verdicts):
+        return Finding(claim, "cannot tell", "cannot tell: some cells have fewer than 2 seeds; run more seeds",
+                       rows, [])
+    if all(v == claim.expect for v in verdicts):
+        return Finding(claim, "supported", f"supported: all {len(rows)} comparisons show it (Holm-adjusted p < "
+                       f"{stats.ALPHA})", rows, [])
+    against = sum(v == opposite for v in verdicts)
+    if against:
+        return Finding(claim, "contradicted", f"contradicted: {against} of {len(rows)} comparisons show the "
+                       f"opposite", rows, [])
+    shown = sum(v == claim.expect for v in verdicts)
+    return Finding(claim, "not shown", f"not shown: {len(rows) - shown} of {len(rows)} comparisons find no "
+                   f"detectable difference", rows, [])
+
+
+def findings(db: Store) -> list[Finding]:
+    """Every claim of claims.yaml, evaluated on the completed runs (Holm-adjusted within each claim)."""
+    cells = group_cells(completed_runs(db), "test_error_pct")
+    return [evaluate_claim(c, cells) for c in claims()]
 
 
 # ---------------------------------------------------------------- figure data
 
 
-@_empty_if_no_store
-def curves(db: Store, dataset: str | None, epochs: int | None) -> list[dict]:
-    """Per (dataset, plain?, layers, epoch): mean train/test error (%) over the runs (running or completed) of one
-    epoch budget: `epochs` when given, else the longest budget of each (dataset, depth, plain-or-residual) group
-    (different budgets have different lr schedules: their curves do not average)."""
-    return db.rows(
-        "WITH sel AS (SELECT run_id, dataset, layers, shortcut = 'none' AS plain, epochs FROM runs "
-        "WHERE status IN ('completed', 'running') AND (? IS NULL OR dataset = ?) AND (? IS NULL OR epochs = ?) "
-        "QUALIFY epochs = max(epochs) OVER (PARTITION BY dataset, layers, shortcut = 'none')) "
-        "SELECT s.dataset, s.plain, s.layers, any_value(s.epochs) AS budget, e.epoch, count(*) AS runs, "
-        "avg(e.train_error) * 100 AS train_error, avg(e.test_error) * 100 AS test_error "
-        "FROM sel s JOIN epochs e USING (run_id) GROUP BY s.dataset, s.plain, s.layers, e.epoch "
-        "ORDER BY s.dataset, s.plain, s.layers, e.epoch", [dataset, dataset, epochs, epochs])
+@_empty_if_no_store([])
+def curves(db: Store, dataset: str | None, epochs: int | None, every_budget: bool = False) -> list[dict]:
+    """Per (cell, epoch) over the cell's runs (running or completed): mean, min and max train and test error (%) and
+    the mean cumulative training seconds. Unless `every_budget`, one epoch budget per (variant, depth): `epochs`
+    when given, else the longest (curves of different budgets, with their own lr schedules, would crowd a panel)."""
+    fields = ", ".join(dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
+    rows = db.rows(
+        f"WITH sel AS (SELECT run_id, {fields} FROM runs WHERE status IN ('completed', 'running') "
+        "AND (? IS NULL OR dataset = ?) AND (? IS NULL OR epochs = ?)), "
+        "e AS (SELECT run_id, epoch, 100 * train_error AS train_error_pct, 100 * test_error AS test_error_pct, "
+        "sum(epoch_seconds) OVER (PARTITION BY run_id ORDER BY epoch) AS seconds FROM epochs) "
+        f"SELECT {', '.join('s.' + f for f in dict.fromkeys(('dataset', 'layers', 'epochs', *VARIANT_FIELDS)))}, "
+        "e.epoch, count(*) AS runs, avg(e.train_error_pct) AS train_error_pct, "
+        "min(e.train_error_pct) AS train_error_pct_min, max(e.train_error_pct) AS train_error_pct_max, "
+        "avg(e.test_error_pct) AS test_error_pct, min(e.test_error_pct) AS test_error_pct_min, "
+        "max(e.test_error_pct) AS test_error_pct_max, avg(e.seconds) AS seconds "
+        f"FROM sel s JOIN e USING (run_id) GROUP BY ALL ORDER BY ALL", [dataset, dataset, epochs, epochs])
+    for r in rows:
+        r["variant"] = Variant.of(r)
+    if every_budget:
+        return rows
+    longest: dict[tuple, int] = {}
+    for r in rows:
+        key = (r["variant"], r["layers"])
+        longest[key] = max(longest.get(key, 0), r["epochs"])
+    return [r for r in rows if r["epochs"] == longest[(r["variant"], r["layers"])]]
 
 
-@_empty_if_no_store
-def final_by_depth(db: Store, dataset: str | None) -> list[dict]:
-    """Completed runs: final test accuracy (%) per (dataset, plain?, epochs, layers), mean and sample std."""
-    return db.rows(
-        "SELECT dataset, shortcut = 'none' AS plain, epochs, layers, count(*) AS runs, "
-        "avg(1 - test_error) * 100 AS accuracy, stddev_samp(1 - test_error) * 100 AS accuracy_std "
-        "FROM runs WHERE status = 'completed' AND (? IS NULL OR dataset = ?) "
-        "GROUP BY ALL ORDER BY dataset, plain, epochs, layers", [dataset, dataset])
-
-
-@_empty_if_no_store
+@_empty_if_no_store([])
 def time_and_accuracy(db: Store, dataset: str | None) -> list[dict]:
     return db.rows(
-        "SELECT dataset, layers, shortcut, epochs, train_seconds, (1 - test_error) * 100 AS accuracy FROM runs "
+        "SELECT dataset, layers, shortcut, epochs, train_seconds, 100 * (1 - test_error) AS accuracy_pct FROM runs "
         "WHERE status = 'completed' AND (? IS NULL OR dataset = ?) ORDER BY dataset, layers", [dataset, dataset])
-
-
-@_empty_if_no_store
-def has_plain_runs(db: Store, dataset: str | None = None) -> bool:
-    return db.query("SELECT count(*) > 0 FROM runs WHERE shortcut = 'none' AND status IN ('completed', 'running') "
-                    "AND (? IS NULL OR dataset = ?)", [dataset, dataset])[1][0][0]

@@ -1,9 +1,11 @@
 """`resnet-study report --out DIR`: the whole study as a static report, readable without the service.
 
-    DIR/index.html        table, figures, comparison with the published numbers, every run's config
+    DIR/index.html        table, findings (the claims, tested), comparisons, figures, the published numbers,
+                          every run's config
     DIR/README.md         the same in Markdown
     DIR/figures/*.png|svg the service's figures; DIR/confusion/<run_id>.png for the latest completed runs
     DIR/comparison.csv    the comparison table, one line per cell
+    DIR/comparisons.csv   every comparison with its test (test error)
     DIR/runs.csv          every run: config columns, full config JSON, final metrics
 """
 
@@ -15,63 +17,57 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
 
-from core import StudyError, store
-from results_api import figures, queries, tables
-from results_api.reference import anchors, reference_rows
+from ..core import StudyError, store
+from ..core.records import RUN_COLUMNS
+from ..core.vocab import DATASET_TITLES
+from . import figures, queries, stats, tables
+from .reference import published_numbers
 
 CONFIG_COLUMNS = ("run_id", "status", "dataset", "layers", "n", "shortcut", "augment", "epochs", "epochs_done",
                   "seed", "batch_size", "lr", "momentum", "weight_decay", "milestones", "warmup_epochs", "val_split",
                   "train_limit", "test_limit", "train_size", "val_size", "test_size", "params", "device",
                   "precision")
 RESULT_COLUMNS = ("test_error_pct", "train_error_pct", "train_seconds")
-REPORT_FIGURES = ("error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "plain-vs-resnet")
+REPORT_FIGURES = tuple(name for name in figures.FIGURES if name != "confusion")  # confusion: one per run, below
 
 
-def _measured_for(groups: list[dict], dataset: str, layers: int, epochs: int) -> dict | None:
-    """The residual-net group to set beside a published number: same data set and depth, the same epoch budget when
-    measured, else the longest one; the group with most runs when several (shortcut, augment) variants qualify."""
-    mine = [g for g in groups if g["dataset"] == dataset and g["layers"] == layers and g["shortcut"] != "none"]
-    if not mine:
-        return None
-    exact = [g for g in mine if g["epochs"] == epochs]
-    pool = exact or [g for g in mine if g["epochs"] == max(x["epochs"] for x in mine)]
-    return max(pool, key=lambda g: (g["shortcut"] == "A", g["count"]))
-
-
-def paper_comparison(db: queries.Store) -> list[dict]:
-    groups = queries.measured_groups(db, None)
-    published = [(r.dataset, l, e, v, r.label) for r in reference_rows() if r.metric == "test_error"
-                 for (l, e), v in sorted(r.cells.items())]
-    published += [(a["dataset"], a["layers"], a["epochs"], a["test_error_percent"], a["source"]) for a in anchors()]
+def published_comparison(db: queries.Store) -> list[dict]:
+    """Each published test error beside the measured cells of the same experiment (data set, depth, epoch budget,
+    training set, shortcut: queries.matches_published), with a one-sample test; "not measured" otherwise."""
+    cells = queries.group_cells(queries.completed_runs(db), "test_error_pct")
     out = []
-    for dataset, layers, epochs, value, source in published:
-        g = _measured_for(groups, dataset, layers, epochs)
-        measured = None
-        if g:
-            measured = (f"{tables.cell_text({'mean': g['test_error_mean'], 'std': g['test_error_std'], 'count': g['count']}, 'test_error')}"
-                        f" (option {g['shortcut']}, augment {g['augment']}, {g['epochs']} ep)")
-        out.append({"dataset": tables.DATASET_NAMES.get(dataset, dataset), "layers": layers, "epochs": epochs,
-                    "published": f"{value:.2f}", "source": source, "measured": measured or "not measured",
-                    "difference": f"{g['test_error_mean'] - value:+.2f}" if g else ""})
+    for pub in (p for p in published_numbers(anchors=True) if p.metric == "test_error_pct"):
+        matched = [(k, v) for k, v in cells.items() if queries.matches_published(pub, *k)]
+        line = {"dataset": DATASET_TITLES.get(pub.dataset, pub.dataset), "layers": pub.layers, "epochs": pub.epochs,
+                "published": f"{pub.value:.2f}", "source": pub.source, "training set":
+                "full" if pub.val_split == 0 else f"{pub.val_split} held out"}
+        if not matched:
+            out.append({**line, "measured": "not measured", "difference": "", "verdict": ""})
+        for (variant, layers, epochs), values in matched:
+            test = stats.against(pub.value, values)
+            out.append({**line, "measured": f"{tables.cell_text(stats.summarize(values), 'test_error_pct')}, "
+                                            f"{variant.label}",
+                        "difference": f"{test.diff:+.2f}" + (f" [{test.ci_low:+.2f}, {test.ci_high:+.2f}]"
+                                                             if test.ci_low is not None else ""),
+                        "verdict": stats.verdict(test, test.p_value, None, len(values))})
     return out
 
 
+PUBLISHED_COLUMNS = ("dataset", "layers", "epochs", "published", "source", "training set", "measured",
+                     "difference", "verdict")
+PUBLISHED_NOTE = ("A published number is set only beside measured runs of the same experiment: data set, depth, "
+                  "epoch budget, training set (the paper: the 45k/5k split; the seed report and the other READMEs: "
+                  "the full set) and shortcut A. Measured: mean ± 95 % half-width (n seeds), and the variant; "
+                  "difference: measured − published [95 % CI], one-sample t-test per line, not adjusted.")
+
+
 def _runs(db: queries.Store) -> list[dict]:
-    rows = db.rows(f"SELECT {', '.join(store.RUN_COLUMNS)} FROM runs ORDER BY dataset, layers, shortcut, epochs, seed")
+    rows = db.rows(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY dataset, layers, shortcut, epochs, seed")
     for r in rows:
         r["test_error_pct"] = None if r["test_error"] is None else round(100 * r["test_error"], 2)
         r["train_error_pct"] = None if r["train_error"] is None else round(100 * r["train_error"], 2)
         r["train_seconds"] = None if r["train_seconds"] is None else round(r["train_seconds"], 1)
     return rows
-
-
-def _md_table(header, rows) -> str:
-    def cell(v):
-        return "" if v is None else str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
@@ -86,6 +82,8 @@ def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
         raise StudyError(f"cannot write the report to {out} ({e.strerror}); pass a writable --out") from None
     db = queries.Store(results_dir)
     table = queries.comparison(db)
+    compared = queries.comparisons(db)
+    findings = queries.findings(db)
     runs = _runs(db)
 
     figs = []
@@ -107,39 +105,49 @@ def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
             continue
 
     (out / "comparison.csv").write_text(tables.as_long_csv(table))
+    (out / "comparisons.csv").write_text(tables.compare_csv(compared))
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(store.RUN_COLUMNS)
-        w.writerows([r[c] for c in store.RUN_COLUMNS] for r in runs)
+        w.writerow(RUN_COLUMNS)
+        w.writerows([r[c] for c in RUN_COLUMNS] for r in runs)
 
     context = {
         "title": "resnet-study report", "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results_dir": str(results_dir), "runs": runs, "total_runs": len(runs), "completed": len(completed),
         "status_counts": queries.status_counts(db), "figures": figs, "confusions": confusions,
-        "confusion_omitted": max(0, len(completed) - len(confusions)), "paper": paper_comparison(db),
-        "config_columns": CONFIG_COLUMNS, "result_columns": RESULT_COLUMNS,
+        "confusion_omitted": max(0, len(completed) - len(confusions)), "published": published_comparison(db),
+        "published_columns": PUBLISHED_COLUMNS, "published_note": PUBLISHED_NOTE,
+        "config_columns": CONFIG_COLUMNS, "result_columns": RESULT_COLUMNS, "findings": findings,
+        "compare_header": tables.COMPARE_HEADER, "compare_rows": tables.compare_wide(compared),
+        "compare_note": tables.COMPARE_NOTE,
     }
-    (out / "README.md").write_text(_markdown(context, table))
-    env = Environment(loader=PackageLoader("results_api", "templates"), autoescape=True)
+    (out / "README.md").write_text(_markdown(context, table, compared))
+    env = Environment(loader=PackageLoader("resnet_study.results_api", "templates"), autoescape=True)
     (out / "index.html").write_text(env.get_template("report.html").render(table=tables.html_context(table), **context))
     return out
 
 
-def _markdown(c: dict, table: queries.Comparison) -> str:
+def _md_table(header, rows) -> str:
+    return tables.markdown_table(header, [["" if v is None else v for v in r] for r in rows])
+
+
+def _markdown(c: dict, table: queries.Comparison, compared: list[queries.CompareRow]) -> str:
     status = ", ".join(f"{s['runs']} {s['status']}" for s in c["status_counts"])
     parts = [
         f"# {c['title']}",
         f"Generated {c['generated']} from `{c['results_dir']}` by `resnet-study report`: {c['total_runs']} runs "
         f"({status}).",
         "## Comparison table", tables.as_markdown(table),
+        "## Findings: the claims, tested",
+        "Each claim of the original study and of the paper (core/reference/claims.yaml), with its comparison rows "
+        "(Welch's t-test, Holm-adjusted within the claim, 5 %): evidence at a stated error rate, not proof.",
+        tables.findings_markdown(c["findings"]),
+        "## Comparisons (test error, %)", tables.compare_markdown(compared),
         "## Figures",
         *(f"![{name}](figures/{name}.png)" for name in c["figures"]),
         "## Comparison with published numbers (test error, %)",
-        "Measured: mean ± sample std (runs) of completed residual-net runs at the same depth, at the same epoch "
-        "budget when measured, else the longest measured budget (so a difference can be a difference in budget).",
-        _md_table(("data set", "layers", "epochs", "published", "source", "measured", "measured − published"),
-                  [(p["dataset"], p["layers"], p["epochs"], p["published"], p["source"], p["measured"],
-                    p["difference"]) for p in c["paper"]]),
+        c["published_note"],
+        _md_table(c["published_columns"], [[p[k] for k in c["published_columns"]] for p in c["published"]]),
         "## Confusion matrices (test set)",
         *(f"![{rid}](confusion/{rid}.png)" for rid in c["confusions"]),
     ]

@@ -1,17 +1,25 @@
-"""The comparison table in every shape a reader wants: JSON-ready dicts, long CSV, wide text / Markdown / HTML."""
+"""The comparison table and the comparisons in every shape a reader wants: JSON-ready dicts, CSV, wide text /
+Markdown / HTML. A measured cell reads `mean ± half-width (n)`: the mean over n seeds and the half-width of its 95 %
+confidence interval; one run reads `mean (1)`, with no interval."""
 
 from __future__ import annotations
 
 import csv
 import io
 import itertools
+from dataclasses import asdict
 
-from results_api.queries import METRICS, Comparison
-from results_api.reference import PAPER_EPOCHS
+from ..core.vocab import DATASET_TITLES
+from .queries import COMPARE_COLUMNS, METRICS, CompareRow, Comparison, Finding, Row
+from .reference import PAPER_EPOCHS
+from .stats import Summary
 
-LONG_COLUMNS = ("kind", "dataset", "metric", "label", "shortcut", "augment", "layers", "epochs", "mean", "std",
-                "count", "source")
-DATASET_NAMES = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST"}
+CELL_FIELDS = ("count", "mean", "std", "ci_low", "ci_high", "min", "max")
+LONG_COLUMNS = ("kind", "dataset", "metric", "label", "shortcut", "augment", "layers", "epochs", *CELL_FIELDS,
+                "source")
+CELL_NOTE = ("Cells: mean ± half-width of the 95 % confidence interval of the mean (Student t) over n completed "
+             "runs (seeds) of one experiment, written `mean ± h (n)`; one run has no interval. Rows are experiments: "
+             "the paper recipe, then each variant by what differs from it. Reference rows are published numbers.")
 
 
 def column_key(layers: int, epochs: int) -> str:
@@ -22,18 +30,28 @@ def column_title(layers: int, epochs: int) -> str:
     return f"{layers} layers, {epochs} ep" + (" (64k it)" if epochs == PAPER_EPOCHS else "")
 
 
-def cell_text(cell: dict | None, metric: str) -> str:
-    """`8.75`, or `8.75 ± 0.31 (3)` when the cell is a mean over several runs."""
+def number(v: float, metric: str) -> str:
+    return f"{v:.2f}" if metric == "test_error_pct" or abs(v) < 100 else f"{v:.0f}"
+
+
+def cell_text(cell: Summary | None, metric: str, kind: str = "measured") -> str:
+    """`8.75` (published), `24.80 (1)`, or `8.75 ± 0.31 (3)`."""
     if cell is None:
         return ""
+    text = number(cell.mean, metric)
+    if kind == "reference":
+        return text
+    if cell.half_width is not None:
+        text += f" ± {number(cell.half_width, metric)}"
+    return f"{text} ({cell.count})"
 
-    def num(v: float) -> str:
-        return f"{v:.2f}" if metric == "test_error" or abs(v) < 100 else f"{v:.0f}"
 
-    text = num(cell["mean"])
-    if cell["count"] > 1:
-        text += f" ± {num(cell['std'] or 0.0)} ({cell['count']})"
-    return text
+def _cell_dict(cell: Summary) -> dict:
+    return {k: getattr(cell, k) for k in CELL_FIELDS}
+
+
+def _variant_fields(row: Row) -> dict | None:
+    return dict(row.variant.fields) if row.variant else None
 
 
 def as_dict(table: Comparison) -> dict:
@@ -41,32 +59,39 @@ def as_dict(table: Comparison) -> dict:
         "metrics": METRICS,
         "columns": [{"key": column_key(l, e), "layers": l, "epochs": e, "title": column_title(l, e)}
                     for l, e in table.columns],
-        "rows": [{"kind": r.kind, "dataset": r.dataset, "metric": r.metric, "label": r.label, "shortcut": r.shortcut,
-                  "augment": r.augment, "source": r.source,
-                  "cells": {column_key(l, e): c for (l, e), c in r.cells.items()}} for r in table.rows],
+        "rows": [{"kind": r.kind, "dataset": r.dataset, "metric": r.metric, "label": r.label,
+                  "shortcut": r.variant.get("shortcut") if r.variant else None,
+                  "augment": r.variant.get("augment") if r.variant else None, "variant": _variant_fields(r),
+                  "source": r.source, "cells": {column_key(l, e): _cell_dict(c) for (l, e), c in r.cells.items()}}
+                 for r in table.rows],
         "runs_counted": table.runs_counted,
     }
 
 
-def as_long_csv(table: Comparison) -> str:
-    """One line per cell: what a script or a spreadsheet wants."""
+def _csv(header, rows) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(LONG_COLUMNS)
-    for r in table.rows:
-        for (layers, epochs), c in sorted(r.cells.items()):
-            w.writerow([r.kind, r.dataset, r.metric, r.label, r.shortcut or "", r.augment or "", layers, epochs,
-                        repr(c["mean"]), "" if c["std"] is None else repr(c["std"]), c["count"], r.source or ""])
+    w.writerow(header)
+    w.writerows(rows)
     return out.getvalue()
 
 
+def _plain(v) -> str:
+    return "" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+
+def as_long_csv(table: Comparison) -> str:
+    """One line per cell: what a script or a spreadsheet wants."""
+    lines = []
+    for r in table.rows:
+        for (layers, epochs), c in sorted(r.cells.items()):
+            lines.append([r.kind, r.dataset, r.metric, r.label, r.variant.get("shortcut") if r.variant else "",
+                          r.variant.get("augment") if r.variant else "", layers, epochs,
+                          *(_plain(getattr(c, k)) for k in CELL_FIELDS), r.source or ""])
+    return _csv(LONG_COLUMNS, lines)
+
+
 SHORT_LABELS = {"He et al. 2016, Table 6": "paper, Table 6", "Seed report 2024, Table 1": "seed report, Table 1"}
-
-
-def short_label(row) -> str:
-    if row.kind == "reference":
-        return SHORT_LABELS.get(row.label, row.label)
-    return f"{'plain' if row.shortcut == 'none' else 'ResNet ' + row.shortcut}, augment {row.augment}"
 
 
 def wide(table: Comparison, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -74,26 +99,27 @@ def wide(table: Comparison, compact: bool = False) -> tuple[list[str], list[list
     `compact`: short labels and two-line column titles, for a terminal."""
     if compact:
         header = ["data set", "metric", "row", *(f"{l} layers\n{e} ep" for l, e in table.columns)]
-        metric_names = {"test_error": "error %", "train_seconds": "time s"}
+        metric_names = {"test_error_pct": "error %", "train_seconds": "time s"}
     else:
         header = ["data set", "metric", "row", *(column_title(l, e) for l, e in table.columns)]
         metric_names = METRICS
-    rows = [[DATASET_NAMES.get(r.dataset, r.dataset), metric_names[r.metric], short_label(r) if compact else r.label,
-             *(cell_text(r.cells.get(c), r.metric) for c in table.columns)] for r in table.rows]
+    rows = [[DATASET_TITLES.get(r.dataset, r.dataset), metric_names[r.metric],
+             SHORT_LABELS.get(r.label, r.label) if compact else r.label,
+             *(cell_text(r.cells.get(c), r.metric, r.kind) for c in table.columns)] for r in table.rows]
     return header, rows
+
+
+def markdown_table(header, rows, numeric_from: int = 0) -> str:
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if numeric_from and i >= numeric_from else "---" for i in range(len(header))) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def as_markdown(table: Comparison) -> str:
     header, rows = wide(table)
-
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    out = [line(header), "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
-    out += [line(r) for r in rows]
-    out.append("")
-    out.append("Cells: mean over completed runs (seeds) of the final test error (%) or training time (s); "
-               "`± std (count)` when more than one run.")
+    out = [markdown_table(header, rows, numeric_from=3), "", CELL_NOTE]
     for source in dict.fromkeys(r.source for r in table.rows if r.source):
         out.append(f"- {source}")
     return "\n".join(out) + "\n"
@@ -104,7 +130,70 @@ def html_context(table: Comparison) -> dict:
     columns = [{"layers": l, "epochs": e, "title": column_title(l, e)} for l, e in table.columns]
     spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c[0])]
     rows = [{"kind": r.kind, "label": r.label, "source": r.source,
-             "dataset_name": DATASET_NAMES.get(r.dataset, r.dataset), "metric_name": METRICS[r.metric],
-             "texts": [cell_text(r.cells.get(c), r.metric) for c in table.columns]} for r in table.rows]
-    return {"columns": columns, "layer_spans": spans, "rows": rows,
+             "dataset_name": DATASET_TITLES.get(r.dataset, r.dataset), "metric_name": METRICS[r.metric],
+             "texts": [cell_text(r.cells.get(c), r.metric, r.kind) for c in table.columns]} for r in table.rows]
+    return {"columns": columns, "layer_spans": spans, "rows": rows, "note": CELL_NOTE,
             "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}
+
+
+# ---------------------------------------------------------------- comparisons and findings
+
+
+def compare_dicts(rows: list[CompareRow]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def compare_csv(rows: list[CompareRow]) -> str:
+    return _csv(COMPARE_COLUMNS, [[_plain(getattr(r, c)) for c in COMPARE_COLUMNS] for r in rows])
+
+
+def _p(p: float | None) -> str:
+    return "" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _diff(r: CompareRow) -> str:
+    text = f"{r.diff:+.2f}"
+    if r.diff_ci_low is not None:
+        text += f" [{r.diff_ci_low:+.2f}, {r.diff_ci_high:+.2f}]"
+    return text
+
+
+COMPARE_HEADER = ["data set", "kind", "a", "b", "n a/b", "mean a", "mean b", "b − a [95 % CI]", "p", "p (Holm)",
+                  "verdict", "seeds for 80 % power"]
+
+
+def compare_wide(rows: list[CompareRow]) -> list[list[str]]:
+    return [[DATASET_TITLES.get(r.dataset, r.dataset), r.kind, r.a, r.b,
+             f"{'-' if r.n_a is None else r.n_a}/{r.n_b}", number(r.mean_a, r.metric), number(r.mean_b, r.metric),
+             _diff(r), _p(r.p_value), _p(r.p_holm), r.verdict,
+             "" if r.seeds_for_80pct_power is None else str(r.seeds_for_80pct_power)] for r in rows]
+
+
+COMPARE_NOTE = ("b − a in the metric's unit with its 95 % interval (Welch's t-test between two cells; a one-sample "
+                "t-test against a published number, n a = -). p (Holm): adjusted over all rows above. A verdict is "
+                "evidence at a 5 % family-wise error rate, not proof; \"no detectable difference\" means these runs "
+                "cannot tell the two apart, and a cell with one run is never compared. Seeds for 80 % power: runs per "
+                "side that would detect the observed difference 80 % of the time.")
+
+
+def compare_markdown(rows: list[CompareRow]) -> str:
+    if not rows:
+        return "No comparisons yet: a comparison needs two measured cells that differ in one thing.\n"
+    return markdown_table(COMPARE_HEADER, compare_wide(rows)) + "\n\n" + COMPARE_NOTE + "\n"
+
+
+def finding_dict(f: Finding) -> dict:
+    return {"id": f.claim.id, "claim": f.claim.claim, "source": f.claim.source, "dataset": f.claim.dataset,
+            "verdict": f.verdict, "summary": f.summary, "spec": f.claim.spec, "missing": f.missing,
+            "comparisons": compare_dicts(f.rows)}
+
+
+def findings_markdown(findings: list[Finding]) -> str:
+    parts = []
+    for f in findings:
+        parts.append(f"- **{f.claim.claim}** ({f.claim.source}): **{f.summary}**")
+        if f.rows:
+            parts.append("")
+            parts.append("  " + markdown_table(COMPARE_HEADER, compare_wide(f.rows)).replace("\n", "\n  "))
+            parts.append("")
+    return "\n".join(parts) + "\n"

@@ -12,7 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from core import augment, data
+from resnet_study.core import augment, data
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist_available")
 

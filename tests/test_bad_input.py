@@ -5,7 +5,9 @@ import pickle
 import pytest
 import torch
 
-from tests.conftest import make_cifar_colour, run_cli
+from tests.helpers import make_cifar_colour, run_cli
+
+pytestmark = pytest.mark.slow  # real training processes
 
 TINY = ["--n", "1", "--epochs", "2", "--train-limit", "300", "--test-limit", "100", "--device", "cpu"]
 

@@ -7,8 +7,10 @@ import re
 import pytest
 import torch
 
-from core.train import resolve_precision
-from tests.conftest import run_cli
+from resnet_study.core.train import resolve_precision
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # real training processes
 
 SMALL = ["--device", "cpu", "--n", "1", "--steps", "2", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
          "--workers", "1"]

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import sweep as sw
-from tests.conftest import ROOT
-from tests.test_k8s import dockerfile_uid, parse_command
+from resnet_study.jobs import sweep as sw
+from tests.helpers import ROOT, dockerfile_uid, parse_command
 
 COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "http_proxy":
@@ -120,7 +119,7 @@ def test_results_api_reads_the_results_volume_read_only_and_is_health_checked():
 
 
 def test_the_healthcheck_route_exists_in_the_results_service(tmp_path):
-    from results_api.app import create_app
+    from resnet_study.results_api.app import create_app
 
     assert "/healthz" in {getattr(r, "path", None) for r in create_app(tmp_path).routes}
 

@@ -16,14 +16,18 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import CLI, ROOT, cli_env, query
+import pytest
+
+from tests.helpers import CLI, ROOT, cli_env, query
+
+pytestmark = pytest.mark.slow  # real training processes
 
 TRAIN, TEST, EPOCHS, SEED = 8000, 5000, 4, 0
 
 CLASSIC = f"""
 import json, torch
-from core.bench import classic_train
-from core.config import ExperimentConfig
+from resnet_study.core.classic import classic_train
+from resnet_study.core.config import ExperimentConfig
 cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs={EPOCHS}, train_limit={TRAIN}, test_limit={TEST},
                        seed={SEED}, augment="paper")
 print(json.dumps(classic_train(cfg, device="cpu", workers=0)))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import sweep as sw
-from tests.conftest import ROOT, run_cli
+from resnet_study.jobs import sweep as sw
+from tests.helpers import ROOT, dockerfile_uid, parse_command, run_cli
 
 K8S = ROOT / "k8s"
 MANIFESTS = ("sweep.yaml", "results-api.yaml")
@@ -56,30 +56,6 @@ def test_parse_quantity():
     for bad in ("8GB", "8 Gi", "", "Gi", "1.2.3", True, None, "8gi"):
         with pytest.raises(ValueError):
             parse_quantity(bad)
-
-
-# ---------------------------------------------------------------- the real CLI, parsed without running anything
-
-
-def parse_command(argv: list[str]):
-    """Parse `resnet-study ARGS` with the real Typer/Click app (options, types, argument counts), run nothing."""
-    from typer.main import get_command
-
-    from jobs.cli import app
-
-    assert argv[0] == "resnet-study", f"command must start with resnet-study: {argv}"
-    cmd = get_command(app)
-    ctx = cmd.make_context("resnet-study", list(argv[1:]))
-    while hasattr(cmd, "resolve_command"):
-        name, cmd, rest = cmd.resolve_command(ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
-        ctx = cmd.make_context(name, rest, parent=ctx)
-    return ctx.command_path, ctx.params
-
-
-def dockerfile_uid() -> int:
-    users = re.findall(r"^USER\s+(\d+)", (ROOT / "Dockerfile").read_text(), re.M)
-    assert users, "the Dockerfile must switch to a numeric non-root USER (runAsNonRoot needs a numeric uid)"
-    return int(users[-1])
 
 
 # ---------------------------------------------------------------- what kubernetes-validate misses
@@ -251,7 +227,7 @@ def test_the_configmap_ships_the_spec_file_and_the_pods_run_its_cells():
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert cm["data"] == {"seed-study.yaml": (ROOT / "jobs" / "seed-study.yaml").read_text()}
     (job,) = [d for d in docs if d["kind"] == "Job"]
-    assert job["spec"]["completions"] == len(sw.load(ROOT / "jobs" / "seed-study.yaml")) == 18
+    assert job["spec"]["completions"] == len(sw.load(ROOT / "jobs" / "seed-study.yaml")) == 54
     (container,) = job["spec"]["template"]["spec"]["containers"]
     # the real CLI, as a process, accepts the pod's command (each pod then reads JOB_COMPLETION_INDEX)
     proc = run_cli(*container["command"][1:], "--help")
@@ -313,8 +289,8 @@ DELETE = object()
 @pytest.mark.parametrize("change, finding", [
     (mutate("Job: spec template spec restartPolicy", "OnFailure"), "restartPolicy must be Never"),
     (mutate("Job: spec completionMode", "Indexd"), "completionMode must be Indexed"),
-    (mutate("Job: spec completions", 17), "completions 17 != 18 cells"),
-    (mutate("Job: spec parallelism", 40), "parallelism must be 1..completions"),
+    (mutate("Job: spec completions", 53), "completions 53 != 54 cells"),
+    (mutate("Job: spec parallelism", 60), "parallelism must be 1..completions"),
     (mutate("Job: spec backoffLimitPerIndex", DELETE), "backoffLimitPerIndex is not set"),
     (mutate("Job: spec podFailurePolicy rules 0 action", "Count"), "podFailurePolicy must Ignore DisruptionTarget"),
     (mutate("Job: spec template spec containers 0 resources requests memory", "8GB"), "not a quantity: '8GB'"),

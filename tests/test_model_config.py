@@ -5,19 +5,34 @@ import json
 import pytest
 import torch
 
-from core.config import ExperimentConfig, default_milestones
-from core.model import layers, param_count, resnet
-from tests.conftest import run_cli
+from resnet_study.core.config import ExperimentConfig, default_milestones
+from resnet_study.core.model import param_count, resnet
+from tests.helpers import run_cli
 
-# He et al. 2016, Table 6: parameters of ResNet-20/32/44/56/110 with option A.
-PAPER_PARAMS_M = {3: 0.27, 5: 0.46, 7: 0.66, 9: 0.85, 18: 1.7}
+# He et al. 2016, Table 6: n -> (the model's name, parameters in millions) of ResNet-20/32/44/56/110, option A.
+PAPER = {3: (20, 0.27), 5: (32, 0.46), 7: (44, 0.66), 9: (56, 0.85), 18: (110, 1.7)}
 
 
-@pytest.mark.parametrize("n", sorted(PAPER_PARAMS_M))
+def weighted_layers(net: torch.nn.Module) -> int:
+    """Layers as the paper counts them, by walking the built model: the 3x3 convolutions and the classifier (option
+    B's 1x1 projections are shortcuts, not layers)."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    return len(convs) + sum(isinstance(m, torch.nn.Linear) for m in net.modules())
+
+
+@pytest.mark.parametrize("n", sorted(PAPER))
 def test_layers_and_params_match_the_paper(n):
-    out = json.loads(run_cli("model", "--n", n, "--shortcut", "A", "--json").stdout)
-    assert out["layers"] == 6 * n + 2 == layers(n) == ExperimentConfig(n=n).layers
-    assert abs(out["params"] / 1e6 - PAPER_PARAMS_M[n]) / PAPER_PARAMS_M[n] < 0.02, out
+    name_layers, params_m = PAPER[n]
+    assert ExperimentConfig(n=n).layers == name_layers
+    for shortcut in ("A", "B", "none"):
+        assert weighted_layers(resnet(n, shortcut)) == name_layers
+    params = param_count(resnet(n, "A"))
+    assert abs(params / 1e6 - params_m) / params_m < 0.02, params
+
+
+def test_the_model_command_prints_what_the_code_builds():
+    out = json.loads(run_cli("model", "--n", 7, "--shortcut", "A", "--json").stdout)
+    assert out == {"layers": 44, "params": param_count(resnet(7, "A"))}
 
 
 def test_option_a_is_parameter_free_and_b_adds_projections():
@@ -56,7 +71,7 @@ def test_b_and_plain_train(shortcut):
 def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_state():
     """The CUDA precision path (core.train.autocast), run on the CPU: the layers compute in bf16, while weights,
     momentum buffers and the loss stay fp32, and the training steps still lower the loss."""
-    from core.train import autocast, train_one_epoch
+    from resnet_study.core.train import autocast, train_one_epoch
 
     torch.manual_seed(0)
     net = resnet(1).to(memory_format=torch.channels_last)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, ROOT, cli_env, query, run_cli
-from core import StudyError, store
-from jobs import sweep as sw
+from tests.helpers import CLI, ROOT, cli_env, query, run_cli
+from resnet_study.core import StudyError, store
+from resnet_study.core.records import RunRecord
+from resnet_study.jobs import sweep as sw
 
 
 def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
@@ -64,28 +65,32 @@ def test_spec_error_is_one_line_and_exit_2_from_the_cli(tmp_path):
         f"fixed, grid, extra, seeds"]
 
 
-def test_seed_study_is_18_cells_in_row_major_order():
+def test_seed_study_is_18_cells_times_3_seeds_in_row_major_order():
     sweep = sw.load(ROOT / "jobs" / "seed-study.yaml")
     expected = [(n, e, d) for n in (3, 5, 7) for e in (20, 50, 100) for d in ("cifar10", "fashion-mnist")]
-    assert [(c.n, c.epochs, c.dataset) for c in sweep.cells] == expected
-    assert {(c.seed, c.shortcut, c.augment, c.train_limit, c.val_split) for c in sweep.cells} == {(0, "A", "paper", None, 0)}
+    assert [(c.n, c.epochs, c.dataset, c.seed) for c in sweep.cells] == [(*x, s) for s in range(3) for x in expected]
+    assert {(c.shortcut, c.augment, c.train_limit, c.val_split) for c in sweep.cells} == {("A", "paper", None, 0)}
     # each its own schedule: lr /10 after 50 % and 75 % of its own epochs
     assert {c.epochs: c.milestones for c in sweep.cells} == {20: [10, 15], 50: [25, 38], 100: [50, 75]}
-    assert len({c.run_id for c in sweep.cells}) == 18
+    assert len({c.run_id for c in sweep.cells}) == 54
 
 
-def test_paper_spec_is_table6_plus_resnet110_with_warmup():
+def test_paper_spec_is_table6_plus_resnet110_with_warmup_at_64k_iterations():
     sweep = sw.load("paper-cifar10.yaml")  # a shipped spec by file name
     cells = [(c.n, c.shortcut, c.warmup_epochs) for c in sweep.cells]
-    assert cells == [(n, s, 0) for n in (3, 5, 7, 9) for s in ("A", "none")] + [(18, "A", 1)]
+    one_seed = [(n, s, 0) for n in (3, 5, 7, 9) for s in ("A", "none")] + [(18, "A", 1)]
+    assert cells == one_seed * 5 and sorted({c.seed for c in sweep.cells}) == [0, 1, 2, 3, 4]
     assert {(c.dataset, c.epochs, tuple(c.milestones), c.val_split, c.augment) for c in sweep.cells} == {
-        ("cifar10", 164, (82, 123), 5000, "paper")}
-    assert [c.layers for c in sweep.cells][-1] == 110
+        ("cifar10", 182, (91, 136), 5000, "paper")}
+    # 45 000 images / 128 = 352 steps per epoch: 182 epochs are the paper's 64k iterations, the milestones its 32k/48k
+    steps = -(-(50_000 - 5000) // 128)
+    assert (steps * 182, steps * 91, steps * 136) == (64_064, 32_032, 47_872)
+    assert [c.layers for c in sweep.cells][8] == 110
 
 
-def test_demo_spec_is_cpu_sized():
+def test_demo_spec_is_cpu_sized_with_two_seeds():
     sweep = sw.load(ROOT / "jobs" / "demo.yaml")
-    assert len(sweep) in (2, 3)
+    assert len(sweep) == 4 and sorted({c.seed for c in sweep.cells}) == [0, 1]
     for c in sweep.cells:
         assert c.dataset == "fashion-mnist" and c.epochs <= 3 and c.train_limit <= 5000 and c.test_limit <= 1000
 
@@ -108,6 +113,7 @@ def test_sweep_list_prints_every_index_and_run_id():
         (i, c.run_id, c.n, c.dataset) for i, c in enumerate(sweep.cells)]
 
 
+@pytest.mark.slow
 def test_missing_spec_and_index_errors(tmp_path):
     proc = run_cli("sweep", "run", "no-such-spec.yaml", "--index", "0", check=False)
     assert proc.returncode == 2 and "sweep spec no-such-spec.yaml not found" in proc.stderr
@@ -125,6 +131,7 @@ def test_missing_spec_and_index_errors(tmp_path):
 # ---------------------------------------------------------------- sweep run: index -> cell, as Kubernetes does it
 
 
+@pytest.mark.slow
 def test_job_completion_index_runs_its_own_cell(tmp_path, fashion_mnist_available):
     spec = write_spec(tmp_path, """
         fixed: {n: 1, dataset: fashion-mnist, epochs: 1, test_limit: 100}
@@ -184,6 +191,7 @@ def pid_alive(pid: int) -> bool:
         return f.read().rpartition(")")[2].split()[0] != "Z"
 
 
+@pytest.mark.slow
 def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fashion_mnist_available):
     # cell 0 is quick; cells 1 and 2 train long enough to be caught mid-run
     spec = write_spec(tmp_path, """
@@ -236,6 +244,7 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
     assert third.stdout.count("skipped: completed before") == 3
 
 
+@pytest.mark.slow
 def test_status_tells_a_failed_cell_and_sweep_local_reruns_it(tmp_path, fashion_mnist_available):
     # Fashion-MNIST is there, CIFAR-10 is not: cell 1 fails with a user error before the store holds anything
     spec = write_spec(tmp_path, "fixed: {n: 1, epochs: 1, train_limit: 64, test_limit: 64}\n"
@@ -248,9 +257,8 @@ def test_status_tells_a_failed_cell_and_sweep_local_reruns_it(tmp_path, fashion_
     assert status(spec, results) == ["missing", "missing"]
     # cell 0 as a run that crashed in training leaves it: its shard says failed (written by the job-side store API)
     cfg = sw.load(spec).cells[0]
-    row = {c: None for c in store.RUN_COLUMNS} | {
-        "run_id": cfg.run_id, "n": 1, "layers": 8, "dataset": "fashion-mnist", "epochs": 1, "status": "failed",
-        "epochs_done": 0, "error_message": "RuntimeError: CUDA error: an illegal memory access was encountered"}
+    row = RunRecord(run_id=cfg.run_id, n=1, layers=8, dataset="fashion-mnist", epochs=1, status="failed",
+                    epochs_done=0, error_message="RuntimeError: CUDA error: an illegal memory access was encountered")
     store.write_shard(results, row, [], [])
     assert status(spec, results) == ["failed", "missing"]
     proc = run_cli("sweep", "local", spec, "--results-dir", results, "--data-dir", data, "--device", "cpu",

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import data
-from tests.conftest import (CLI, LUMA, class_colours, cli_env, make_cifar_colour, query, run_cli, tiny_train_args)
+from resnet_study.core import data
+from tests.helpers import (CLI, LUMA, class_colours, cli_env, make_cifar_colour, query, run_cli, tiny_train_args)
+
+pytestmark = pytest.mark.slow  # real training processes
 
 
 def test_fashion_mnist_short_run_far_below_chance(tmp_path, fashion_mnist_available):
@@ -110,16 +112,29 @@ def test_kill_9_then_same_command_finishes_with_one_row_per_epoch(tmp_path, fash
 
 
 def test_kill_9_at_random_moments(tmp_path, fashion_mnist_available):
-    """Killed again and again at arbitrary moments (mid-epoch, mid-write, mid-sync), the run still ends exact."""
+    """Killed again and again at arbitrary moments (mid-epoch, mid-write, mid-sync), the run still ends exact.
+
+    The first kill lands right after epoch 1 is stored, so the run must resume at least once; the later ones at
+    random moments of the resumed processes (start-up, an epoch, the checkpoint, the sync)."""
     results = tmp_path / "results"
-    args = tiny_train_args(results, "--epochs", "3")
+    args = tiny_train_args(results, "--epochs", "4", "--train-limit", "512")
     rng = np.random.default_rng(0)
-    for _ in range(4):
-        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
-        time.sleep(float(rng.uniform(2.0, 7.0)))
-        proc.kill()
-        proc.wait()
-    run_cli(*args)
+    logs = []
+    for attempt in range(4):
+        log = tmp_path / f"attempt-{attempt}.log"
+        with open(log, "w") as err:
+            proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=cli_env())
+            if attempt == 0:
+                assert json.loads(proc.stdout.readline())["epoch"] == 1  # printed once epoch 1 is stored
+            else:
+                time.sleep(float(rng.uniform(0.5, 4.0)))
+            proc.kill()
+            proc.wait()
+        logs.append(log.read_text())
+    final = run_cli(*args)
+    logs.append(final.stderr)
+    resumed = [text for text in logs[1:] if "resuming after epoch" in text]
+    assert resumed, logs  # at least one process picked the run up from a checkpoint
     rows = query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch")
-    assert rows == [{"epoch": e, "copies": 1} for e in (1, 2, 3)]
+    assert rows == [{"epoch": e, "copies": 1} for e in (1, 2, 3, 4)]
     assert query(results, "SELECT status FROM runs") == [{"status": "completed"}]

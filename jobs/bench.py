@@ -1,13 +1,14 @@
-"""Training throughput side by side: the model alone, this project's loop, and the classic peer (issue 5).
+"""`resnet-study bench train`: training throughput side by side, the model alone, this project's loop and the
+classic peer. The harness only: the loop is core.train's, the classic peer core.classic's.
 
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json
     resnet-study bench train --device cuda --n 3 --dataset cifar10          # bench/gpu.sh runs the GPU set
 
-Same model (ResNet-(6n+2), same initial weights), same batch size and the same number of timed steps for every
-pipeline; warm-up steps are never timed. The pipelines run interleaved, in rounds (each round: W untimed steps,
-then S timed steps, for each pipeline in turn), so a change in machine load hits all of them alike; the figure per
-pipeline is the median over rounds.
+Same model (ResNet-(6n+2), same initial weights), recipe (ExperimentConfig's defaults), batch size and number of
+timed steps for every pipeline; warm-up steps are never timed. The pipelines run interleaved, in rounds (each
+round: W untimed steps, then S timed steps, for each pipeline in turn), so a change in machine load hits all of
+them alike; the figure per pipeline is the median over rounds.
 
 (a) model-only: one synthetic batch, already normalised, in channels_last, on the device, fed to
     core.train.train_one_epoch S times: the ceiling for any data pipeline with this model and this step code.
@@ -15,37 +16,35 @@ pipeline is the median over rounds.
 (b) this project's loop: core.train.train_one_epoch over core.data.DeviceLoader on real data (Fashion-MNIST from
     Debian's package or --data-dir; CIFAR-10 from --data-dir, or CIFAR-10-shaped generated images where it is
     absent) with the chosen augmentation preset, batched on the device.
-(c) the classic peer, as the original study and most reproductions write it: a torchvision data set of PIL images
-    (torchvision.datasets.FashionMNIST / CIFAR10), per-sample torchvision transforms, DataLoader worker processes,
-    default memory format, fp32, the optimizer's default implementation, `loss.item()` every step.
+(c) the classic peer, core.classic: a torchvision data set of PIL images, per-sample torchvision transforms,
+    DataLoader worker processes, default memory format, fp32, the optimizer's default implementation,
+    `loss.item()` every step.
 
-Also measured: evaluation throughput of this project's `evaluate` (batches of core.train.EVAL_BATCH, no
-augmentation), the peak resident memory of this process during each pipeline's rounds (Linux: VmHWM, reset per
-round through /proc/self/clear_refs; DataLoader worker processes are not included) and, on CUDA, the peak GPU
-memory allocated.
+Also measured: evaluation throughput of core.train.evaluate (batches of EVAL_BATCH, no augmentation), the peak
+resident memory of this process during each pipeline's rounds (Linux: VmHWM, reset per round through
+/proc/self/clear_refs; DataLoader worker processes are not included) and, on CUDA, the peak GPU memory allocated.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import os
 import platform
-import shutil
+import resource
 import statistics
-import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from core import StudyError, data
-from core.model import layers, param_count, resnet
-from core.train import EVAL_BATCH, device_name, evaluate, resolve_device, resolve_precision, train_one_epoch
+from ..core import StudyError, classic, data
+from ..core.config import ExperimentConfig
+from ..core.model import param_count, resnet
+from ..core.train import (EVAL_BATCH, device_name, evaluate, make_optimizer, now, resolve_device, resolve_precision,
+                          synchronize, train_one_epoch)
+from ..core.vocab import AUGMENTS, layers
 
 EPOCH_IMAGES = 50_000  # "epoch time" is quoted for a CIFAR-10-sized epoch on every data set
 
@@ -63,8 +62,9 @@ class BenchOptions:
     rounds: int = 5
     workers: int = 2  # classic DataLoader worker processes
     eval_images: int = 5000
-    threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)
+    threads: int | None = None  # torch.set_num_threads; None keeps the process's default
     compile: bool = False  # torch.compile the model of (a) and (b)
+    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
     precision: str = "auto"  # of (a) and (b), as core.train.resolve_precision; (c) is fp32, as the peers write it
     classic: bool = True
     seed: int = 0
@@ -92,9 +92,18 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------- data
@@ -113,8 +122,11 @@ class BenchData:
 def generated_cifar10_shaped(seed: int, train: int = 50_000, test: int = 10_000) -> tuple[data.Split, data.Split]:
     """Random uint8 images in CIFAR-10's shape: enough for throughput (nothing here is learnt from them)."""
     g = torch.Generator().manual_seed(seed)
-    make = lambda k: data.Split(torch.randint(0, 256, (k, 3, 32, 32), dtype=torch.uint8, generator=g),
-                                torch.randint(0, 10, (k,), generator=g))
+
+    def make(k: int) -> data.Split:
+        return data.Split(torch.randint(0, 256, (k, 3, 32, 32), dtype=torch.uint8, generator=g),
+                          torch.randint(0, 10, (k,), generator=g))
+
     return make(train), make(test)
 
 
@@ -131,149 +143,6 @@ def load_bench_data(dataset: str, data_dir: Path | None, seed: int = 0) -> Bench
     return BenchData(dataset, source, train, test, mean, std)
 
 
-@contextmanager
-def torchvision_root(dataset: str, data_dir: Path | None):
-    """A folder torchvision's data set class reads without downloading: for Fashion-MNIST, FashionMNIST/raw/ with the
-    decompressed idx files (Debian's .gz files decompress to exactly what torchvision downloads)."""
-    tmp = Path(tempfile.mkdtemp(prefix="resnet-study-bench-"))
-    try:
-        if dataset == "fashion-mnist":
-            base = Path(data_dir) if data_dir else data.default_data_dir()
-            folders = [base / "FashionMNIST" / "raw", data.DEBIAN_FASHION_MNIST]
-            raw = tmp / "FashionMNIST" / "raw"
-            raw.mkdir(parents=True)
-            for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                         "t10k-labels-idx1-ubyte"):
-                src = data._find_idx(folders, stem)
-                if src is None:
-                    raise StudyError(f"Fashion-MNIST file {stem} not found in {folders[0]} or {folders[1]}; "
-                                     f"install it with 'apt-get install dataset-fashion-mnist'")
-                with (gzip.open(src, "rb") if src.suffix == ".gz" else open(src, "rb")) as f_in, \
-                        open(raw / stem, "wb") as f_out:
-                    shutil.copyfileobj(f_in, f_out)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-class PILImages(torch.utils.data.Dataset):
-    """uint8 (N, 3, H, W) arrays served as PIL images one by one, exactly as torchvision's CIFAR10.__getitem__ does
-    (used where torchvision's class refuses the files: generated CIFAR-10-shaped data fails its md5 check)."""
-
-    def __init__(self, split: data.Split, transform):
-        self.images = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC, as CIFAR10 stores them
-        self.labels = split.labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
-
-
-def classic_transform(dataset: str, augment: str, mean: torch.Tensor, std: torch.Tensor):
-    """torchvision transforms, per sample on PIL images: the same presets as core.augment, the classic way."""
-    import torchvision.transforms as T
-
-    prefix = [T.Pad(2), T.Grayscale(num_output_channels=3)] if dataset == "fashion-mnist" else []  # = data._to_3x32
-    presets = {
-        "paper": [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()],
-        "report": [T.RandomRotation(40), T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2),
-                   T.RandomAdjustSharpness(2)],
-        "none": [],
-    }
-    return T.Compose(prefix + presets[augment] + [T.ToTensor(), T.Normalize(mean.tolist(), std.tolist())])
-
-
-def classic_dataset(bd: BenchData, root: Path, train: bool, transform):
-    import torchvision
-
-    if bd.dataset == "fashion-mnist":
-        return torchvision.datasets.FashionMNIST(str(root), train=train, transform=transform, download=False)
-    if bd.source == "real":
-        try:
-            return torchvision.datasets.CIFAR10(str(root), train=train, transform=transform, download=False)
-        except RuntimeError:  # files that fail torchvision's md5 check: same arrays, same per-item code path
-            pass
-    return PILImages(bd.train if train else bd.test, transform)
-
-
-def classic_loader(dataset, batch_size: int, workers: int, device: torch.device, shuffle: bool, seed: int = 0):
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=device.type == "cuda",
-        drop_last=False, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
-    )
-
-
-# ---------------------------------------------------------------- the classic loop, as it is usually written
-
-
-def classic_train_steps(model, batches, optimizer, device) -> tuple[float, float, float, int]:
-    """Returns (mean loss, error fraction, seconds, images), like core.train.train_one_epoch."""
-    model.train()
-    running_loss, correct, seen = 0.0, 0, 0
-    _sync(device)
-    start = time.perf_counter()
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        running_loss += loss.item() * len(y)
-        correct += (out.argmax(1) == y).sum().item()
-        seen += len(y)
-    _sync(device)
-    return running_loss / seen, 1 - correct / seen, time.perf_counter() - start, seen
-
-
-@torch.no_grad()
-def classic_evaluate(model, loader, device) -> float:
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        out = model(x.to(device))
-        correct += (out.argmax(1) == y.to(device)).sum().item()
-        total += len(y)
-    return 1 - correct / total
-
-
-def classic_optimizer(model, cfg) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def classic_train(cfg, *, data_dir: Path | None = None, device: str = "cpu", workers: int = 2) -> dict:
-    """Train `cfg` (an ExperimentConfig) with the classic pipeline; returns {"test_error", "train_seconds"}.
-
-    The same model, initial weights (torch.manual_seed(cfg.seed) before building it, as core.train.run), recipe
-    (cfg.lr_at per epoch), train/test subsets (first train_limit / test_limit images) and normalisation as
-    core.train.run; only the data pipeline and the step code are the classic ones. No validation split."""
-    dev = resolve_device(device)
-    bd = load_bench_data(cfg.dataset, data_dir, cfg.seed)
-    train, test = bd.train.head(cfg.train_limit), bd.test.head(cfg.test_limit)
-    mean, std = data.channel_stats(train.images)
-    torch.manual_seed(cfg.seed)
-    model = resnet(cfg.n, cfg.shortcut).to(dev)
-    optimizer = classic_optimizer(model, cfg)
-    with torchvision_root(cfg.dataset, data_dir) as root:
-        train_ds = classic_dataset(bd, root, True, classic_transform(cfg.dataset, cfg.augment, mean, std))
-        test_ds = classic_dataset(bd, root, False, classic_transform(cfg.dataset, "none", mean, std))
-        train_ds = torch.utils.data.Subset(train_ds, range(len(train)))
-        test_ds = torch.utils.data.Subset(test_ds, range(len(test)))
-        train_loader = classic_loader(train_ds, cfg.batch_size, workers, dev, shuffle=True, seed=cfg.seed)
-        test_loader = classic_loader(test_ds, EVAL_BATCH, workers, dev, shuffle=False)
-        seconds = 0.0
-        for epoch in range(1, cfg.epochs + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(epoch)
-            seconds += classic_train_steps(model, train_loader, optimizer, dev)[2]
-        return {"test_error": classic_evaluate(model, test_loader, dev), "train_seconds": seconds}
-
-
 # ---------------------------------------------------------------- the three pipelines
 
 
@@ -282,9 +151,7 @@ def _forever(loader):
         yield from loader
 
 
-def _fast_optimizer(model) -> torch.optim.Optimizer:
-    # The paper's recipe; foreach: one multi-tensor kernel per update instead of a loop over ~65 parameter tensors.
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
+RECIPE = ExperimentConfig()  # the paper's optimizer settings, for (a) and (b)
 
 
 class Pipeline:
@@ -297,10 +164,10 @@ class Pipeline:
 
 
 class ModelOnly(Pipeline):
-    def __init__(self, model, device, precision: str, batch_size: int, compile: bool):
+    def __init__(self, model, device, precision: str, batch_size: int, compile: str | None):
         self.name, self.label = "a", f"model-only (synthetic batch on device, {precision})"
-        self.model = torch.compile(model) if compile else model
-        self.device, self.precision, self.optimizer = device, precision, _fast_optimizer(model)
+        self.model = torch.compile(model, mode=compile) if compile else model
+        self.device, self.precision, self.optimizer = device, precision, make_optimizer(model, RECIPE)
         g = torch.Generator(device=device).manual_seed(1)
         self.x = torch.randn(batch_size, 3, 32, 32, device=device, generator=g).contiguous(
             memory_format=torch.channels_last)
@@ -312,12 +179,12 @@ class ModelOnly(Pipeline):
 
 
 class ThisLoop(Pipeline):
-    def __init__(self, model, device, precision: str, bd: BenchData, batch_size: int, augment: str, compile: bool,
-                 seed: int):
+    def __init__(self, model, device, precision: str, bd: BenchData, batch_size: int, augment: str,
+                 compile: str | None, seed: int):
         self.name, self.label = f"b:{augment}", f"this loop (DeviceLoader, augment {augment}, {precision})"
         self.raw_model = model  # evaluation runs the eager model, as core.train.run does
-        self.model = torch.compile(model) if compile else model
-        self.device, self.precision, self.optimizer = device, precision, _fast_optimizer(model)
+        self.model = torch.compile(model, mode=compile) if compile else model
+        self.device, self.precision, self.optimizer = device, precision, make_optimizer(model, RECIPE)
         g = torch.Generator(device=device).manual_seed(seed)
         self.loader = data.DeviceLoader(bd.train, batch_size, bd.mean, bd.std, device=device, augment=augment,
                                         shuffle=True, generator=g)
@@ -329,11 +196,11 @@ class ThisLoop(Pipeline):
 
     def loader_seconds_per_batch(self, batches: int) -> float:
         """The data pipeline alone: gather + augmentation + normalisation, no model."""
-        _sync(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         for _ in itertools.islice(self.batches, batches):
             pass
-        _sync(self.device)
+        synchronize(self.device)
         return (time.perf_counter() - start) / batches
 
 
@@ -342,13 +209,15 @@ class Classic(Pipeline):
                  seed: int):
         self.name, self.label = f"c:{augment}", f"classic (PIL transforms, {workers} workers, augment {augment}, fp32)"
         self.model, self.device = model, device
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        dataset = classic_dataset(bd, root, True, classic_transform(bd.dataset, augment, bd.mean, bd.std))
-        self.loader = classic_loader(dataset, batch_size, workers, device, shuffle=True, seed=seed)
+        self.optimizer = classic.classic_optimizer(model, RECIPE)
+        dataset = classic.classic_dataset(bd.dataset, root, bd.train, True,
+                                          classic.classic_transform(bd.dataset, augment, bd.mean, bd.std))
+        self.loader = classic.classic_loader(dataset, batch_size, workers, device, shuffle=True, seed=seed)
         self.batches = _forever(self.loader)
 
     def run(self, steps: int) -> float:
-        return classic_train_steps(self.model, itertools.islice(self.batches, steps), self.optimizer, self.device)[2]
+        return classic.classic_train_steps(self.model, itertools.islice(self.batches, steps), self.optimizer,
+                                           self.device)[2]
 
 
 def _model(opts: BenchOptions, device: torch.device, channels_last: bool):
@@ -360,15 +229,11 @@ def _model(opts: BenchOptions, device: torch.device, channels_last: bool):
 # ---------------------------------------------------------------- the benchmark
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
-
-
 def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     """Measure (a), (b) per preset and (c) per preset; returns everything as a JSON-ready dict."""
     for preset in opts.augment:
-        if preset not in ("paper", "report", "none"):
-            raise StudyError(f"unknown augmentation {preset!r}; use paper, report or none (comma-separated)")
+        if preset not in AUGMENTS:
+            raise StudyError(f"unknown augmentation {preset!r}; use {', '.join(AUGMENTS)} (comma-separated)")
     if opts.steps < 1 or opts.rounds < 1 or opts.warmup < 0:
         raise StudyError("--steps and --rounds must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
@@ -378,18 +243,19 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     load_start = os.getloadavg()
-    started = _now()
+    started = now()
     t0 = time.perf_counter()
     bd = load_bench_data(opts.dataset, opts.data_dir, opts.seed)
     setup_seconds = time.perf_counter() - t0
     log(f"data: {opts.dataset} ({bd.source}), {len(bd.train)} training images, setup {setup_seconds:.1f} s")
 
-    with torchvision_root(opts.dataset, opts.data_dir) if opts.classic else _nothing() as root:
+    compile_mode = opts.compile_mode if opts.compile else None
+    with classic.torchvision_root(opts.dataset, opts.data_dir) if opts.classic else nullcontext() as root:
         pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, precision, opts.batch_size,
-                                               opts.compile)]
+                                               compile_mode)]
         for preset in opts.augment:
             pipelines.append(ThisLoop(_model(opts, device, True), device, precision, bd, opts.batch_size, preset,
-                                      opts.compile, opts.seed))
+                                      compile_mode, opts.seed))
             if opts.classic:
                 pipelines.append(Classic(_model(opts, device, False), device, bd, root, opts.batch_size, preset,
                                          opts.workers, opts.seed))
@@ -421,10 +287,10 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         test_loader = data.DeviceLoader(test, EVAL_BATCH, bd.mean, bd.std, device=device)
         evaluate(fast.raw_model, data.DeviceLoader(test.head(EVAL_BATCH), EVAL_BATCH, bd.mean, bd.std, device=device),
                  device, precision)  # warm-up
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         evaluate(fast.raw_model, test_loader, device, precision)
-        _sync(device)
+        synchronize(device)
         eval_rate = len(test) / (time.perf_counter() - start)
 
     results = {}
@@ -437,7 +303,10 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         }
         if p.name in loader_ms:
             results[p.name]["loader_ms_per_batch"] = loader_ms[p.name]
-    rate_of = lambda name: results[name]["images_per_second"]
+
+    def rate_of(name: str) -> float:
+        return results[name]["images_per_second"]
+
     ratios = {}
     for preset in opts.augment:
         ratios[f"b:{preset}/a"] = rate_of(f"b:{preset}") / rate_of("a")
@@ -447,11 +316,11 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         ratios["report_cost_over_paper"] = rate_of("b:paper") / rate_of("b:report") - 1
     opts_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     return {
-        "bench": "train", "started_at": started, "finished_at": _now(), "options": opts_dict,
+        "bench": "train", "started_at": started.isoformat(), "finished_at": now().isoformat(), "options": opts_dict,
         "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
         "device": device_name(device), "device_type": device.type, "precision": precision,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
         "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
         "load_avg_1min_rounds": round_loads,
@@ -459,27 +328,6 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         "evaluation": {"images_per_second": eval_rate, "images": len(test), "batch_size": EVAL_BATCH},
         "peak_rss_mb_process": _max_rss_mb(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@contextmanager
-def _nothing():
-    yield None
-
-
-def _max_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def format_report(res: dict) -> str:

@@ -1,0 +1,58 @@
+"""The Typer options and output helpers that several commands share (a leaf: imports only core's vocabulary)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..core import StudyError
+from ..core.store import default_results_dir
+from ..core.vocab import DEVICES, PRECISIONS
+
+ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
+                          help="Results store directory (shards + results.duckdb).")
+DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
+                       help="Data sets in torchvision's layouts: cifar-10-batches-py/, FashionMNIST/raw/.")
+Device = typer.Option("auto", help=f"{', '.join(DEVICES)}.")
+Precision = typer.Option("auto", help=f"{', '.join(PRECISIONS)}: auto is bf16 autocast on CUDA and on CPUs with "
+                                      "Intel AMX, else fp32. Like --device, not part of the run id.")
+Compile = typer.Option(False, "--compile", help="torch.compile the model (pays on long GPU runs).")
+Download = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir.")
+Progress = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json.")
+Format = typer.Option("table", "--format", help="table, csv or json.")
+PROGRESS_MODES = ("auto", "bar", "json")
+FORMATS = ("table", "csv", "json")
+
+
+def results_dir_or_default(results_dir: Optional[Path]) -> Path:
+    return Path(results_dir) if results_dir else default_results_dir()
+
+
+def check_option(option: str, value: Optional[str], choices: tuple[str, ...]) -> None:
+    """A one-line error naming the option when `value` (if given) is not one of `choices`."""
+    if value is not None and value not in choices:
+        raise StudyError(f"{option}: use {', '.join(choices)} (got {value!r})")
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:
+    check_option("--format", fmt, FORMATS)
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns, title=title)
+        for r in rows:
+            table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
+        Console(width=max(120, os.get_terminal_size(0).columns if sys.stdout.isatty() else 200)).print(table)

@@ -1,0 +1,153 @@
+"""`resnet-study results query|sync|table`, `resnet-study serve` and `resnet-study report`: the results store, the
+comparison table, the read-only service and the static report, from the command line.
+
+    resnet-study results query "SELECT run_id, test_error FROM runs"
+    resnet-study results table [--dataset fashion-mnist] [--metric test_error_pct] [--all] [--format table|csv|markdown]
+    resnet-study results compare [--dataset cifar10] [--metric test_error_pct] [--format table|csv|json|markdown]
+    resnet-study serve --results-dir results --host 127.0.0.1 --port 8000
+    resnet-study report --out report/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..core import StudyError, store
+from ..core.vocab import DATASETS
+from ..results_api import queries, tables
+from .options import FORMATS, Format, ResultsDir, check_option, print_rows, results_dir_or_default
+
+results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
+                          no_args_is_help=True)
+
+
+def _existing_results_dir(results_dir: Optional[Path]) -> Path:
+    """The results dir, synced with the shards written since the last snapshot when it is writable."""
+    rdir = results_dir_or_default(results_dir)
+    if not rdir.is_dir():
+        raise StudyError(f"no results dir at {rdir}; run `resnet-study train` first or pass --results-dir")
+    if os.access(rdir, os.W_OK):
+        store.sync(rdir)
+    return rdir
+
+
+@results_app.command("query")
+def results_query(
+    sql: str = typer.Argument(..., help="SQL over the tables runs, epochs, confusion."),
+    fmt: str = Format,
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Run read-only SQL over the results store, e.g. "SELECT run_id, test_error FROM runs"."""
+    import duckdb
+
+    check_option("--format", fmt, FORMATS)
+    rdir = results_dir_or_default(results_dir)
+    if rdir.is_dir() and os.access(rdir, os.W_OK):
+        store.sync(rdir)
+    con = store.connect_read(rdir)
+    try:
+        cur = con.execute(sql)
+    except duckdb.Error as e:
+        raise StudyError(f"query failed: {str(e).splitlines()[0]}") from None
+    columns = [d[0] for d in cur.description] if cur.description else []
+    print_rows(columns, cur.fetchall(), fmt)
+
+
+@results_app.command("sync")
+def results_sync(results_dir: Optional[Path] = ResultsDir):
+    """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
+    rdir = results_dir_or_default(results_dir)
+    store.ensure_writable(rdir)
+    done = store.sync(rdir)
+    print(f"{store.db_path(rdir)}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
+
+
+def print_wide(header: list[str], rows: list[list[str]], title: str, label_columns: int = 3) -> None:
+    """A rich table whose labels never wrap: on a terminal, cells fold to fit; piped, lines are as long as needed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, no_wrap=i < label_columns, justify="left" if i < label_columns else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
+
+
+@results_app.command("table")
+def results_table(
+    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
+    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(queries.METRICS)} [default: both]."),
+    all_columns: bool = typer.Option(False, "--all", help="Every published column too, not only measured ones."),
+    fmt: str = typer.Option("table", "--format", help="table, csv (one line per cell) or markdown."),
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Print the comparison table: each experiment's mean ± 95 % half-width (seeds) per depth x epochs, beside the
+    published numbers. A cell holds only runs that differ in nothing but the seed."""
+    check_option("--dataset", dataset, DATASETS)
+    check_option("--metric", metric, tuple(queries.METRICS))
+    check_option("--format", fmt, ("table", "csv", "markdown"))
+    table = queries.comparison(queries.Store(_existing_results_dir(results_dir)), dataset, metric, all_columns)
+    if fmt == "csv":
+        sys.stdout.write(tables.as_long_csv(table))
+    elif fmt == "markdown":
+        sys.stdout.write(tables.as_markdown(table))
+    else:
+        print_wide(*tables.wide(table, compact=True), title=f"Comparison table ({table.runs_counted} completed runs)")
+
+
+@results_app.command("compare")
+def results_compare(
+    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
+    metric: str = typer.Option("test_error_pct", help=f"{' or '.join(queries.METRICS)}."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Answer the study's questions with tests: adjacent depths, adjacent epoch budgets, plain vs ResNet, option A
+    vs B, measured vs published. Welch's t-test, Holm-adjusted; a cell with one run is never compared."""
+    check_option("--dataset", dataset, DATASETS)
+    check_option("--metric", metric, tuple(queries.METRICS))
+    check_option("--format", fmt, ("table", "csv", "json", "markdown"))
+    rows = queries.comparisons(queries.Store(_existing_results_dir(results_dir)), dataset, metric)
+    if fmt == "csv":
+        sys.stdout.write(tables.compare_csv(rows))
+    elif fmt == "json":
+        print(json.dumps(tables.compare_dicts(rows), indent=1))
+    elif fmt == "markdown":
+        sys.stdout.write(tables.compare_markdown(rows))
+    else:
+        print_wide(tables.COMPARE_HEADER, tables.compare_wide(rows),
+                   title=f"Comparisons of {queries.METRICS[metric]} ({len(rows)})", label_columns=4)
+        print(tables.COMPARE_NOTE)
+
+
+def serve(
+    results_dir: Optional[Path] = ResultsDir,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container)."),
+    port: int = typer.Option(8000, help="TCP port."),
+):
+    """Serve the results read-only over HTTP: JSON/CSV tables, figures, a dashboard at /, OpenAPI at /docs."""
+    from ..results_api.app import serve as serve_app
+
+    serve_app(results_dir_or_default(results_dir), host, port)
+
+
+def report(
+    out: Path = typer.Option(..., "--out", help="Directory for index.html, README.md, figures/, CSV files."),
+    results_dir: Optional[Path] = ResultsDir,
+    max_confusion: int = typer.Option(24, help="Confusion matrices for at most this many (latest) runs."),
+):
+    """Write the whole study as a static report: table, curves, confusion matrices, the paper, every config."""
+    from ..results_api.report import write_report  # matplotlib: imported only by the commands that draw
+
+    if max_confusion < 0:
+        raise StudyError(f"--max-confusion: use 0 or more (got {max_confusion})")
+    written = write_report(results_dir_or_default(results_dir), out, max_confusion=max_confusion)
+    print(f"report written: {written / 'index.html'} and {written / 'README.md'}")

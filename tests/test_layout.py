@@ -1,0 +1,155 @@
+"""The shape of the code: one import package, imports that point one way, each word of the vocabulary declared
+once, one typed run record whose typos fail and whose identity follows ExperimentConfig."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from resnet_study.core.config import ExperimentConfig
+from resnet_study.core.records import RunRecord, TABLES, sql_columns
+from tests.helpers import ROOT
+
+PACKAGES = ("core", "jobs", "results_api")  # folders -> resnet_study.<folder>
+LAYER = {"core": 0, "results_api": 1, "jobs": 2}  # an import may only point to the same or a lower layer
+
+
+def modules() -> dict[str, Path]:
+    return {"resnet_study." + ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> list[tuple[str, int, bool]]:
+    """(imported project module, line, inside a function?) for every import statement of the module."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    out = []
+    funcs = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            top = t.split(".")[0]
+            assert top not in PACKAGES, f"{path}:{node.lineno}: absolute import of {t}: use resnet_study.{t}"
+            if t in known:
+                out.append((t, node.lineno, id(node) in funcs))
+    return out
+
+
+def test_imports_point_one_way_and_never_loop():
+    mods = modules()
+    graph = {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+    for name, edges in graph.items():
+        for target, line, _ in edges:
+            a, b = name.split(".")[1], target.split(".")[1]
+            assert LAYER[b] <= LAYER[a], f"{mods[name]}:{line}: {a} imports {b} ({target})"
+    # no cycle among modules, counting imports inside functions too (an import hidden in a function to dodge a
+    # cycle is still a cycle)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target, line, _ in graph[node]:
+            if target == node or target == node.rpartition(".")[0]:
+                continue  # a module importing its own package's __init__ (StudyError) is not a loop
+            if state.get(target) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [node, target]))
+            if state.get(target) is None:
+                visit(target, path + [node])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])
+
+
+def test_the_installed_package_is_resnet_study_only():
+    import resnet_study.core
+    import resnet_study.jobs
+    import resnet_study.results_api
+
+    for pkg in (resnet_study.core, resnet_study.jobs, resnet_study.results_api):
+        assert Path(pkg.__file__).parent.parent == ROOT  # the folders of this checkout, mapped
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'pythonpath' not in text and '"resnet_study.core" = "core"' in text
+
+
+@pytest.mark.parametrize("pattern, home", [
+    (r"6 \* n \+ 2", "core/vocab.py"),
+    (r'"Ankle boot"', "core/vocab.py"),
+    (r'"airplane", "automobile"', "core/vocab.py"),
+    (r'"cifar10", "fashion-mnist"', "core/vocab.py"),
+    (r'"A", "B", "none"', "core/vocab.py"),
+    (r'"paper", "report", "none"', "core/vocab.py"),
+    (r'"error-curves"\s*:', "results_api/figures.py"),
+])
+def test_each_word_is_declared_once(pattern, home):
+    found = [str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+             if re.search(pattern, p.read_text())]
+    assert found == [home], found
+
+
+def test_percent_names_carry_pct_and_fractions_never_do():
+    """SQL aliases that multiply by 100 name a percentage; nothing called test_error holds one."""
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            for m in re.finditer(r"\*\s*100\s+AS\s+(\w+)|100\s*\*\s*[\w.()]+\)?\s+AS\s+(\w+)", p.read_text()):
+                alias = m.group(1) or m.group(2)
+                assert "_pct" in alias, f"{p}: {m.group(0)}"
+
+
+def test_a_misspelt_record_field_fails_at_once():
+    with pytest.raises(pydantic.ValidationError, match="test_eror"):
+        RunRecord(run_id="r", test_eror=0.1)
+    record = RunRecord(run_id="r")
+    with pytest.raises(ValueError, match="test_eror"):
+        record.test_eror = 0.1
+    with pytest.raises(pydantic.ValidationError):
+        record.epochs_done = "many"
+
+
+def test_the_schema_is_the_records():
+    assert TABLES["runs"] == sql_columns(RunRecord)
+    config_fields = set(ExperimentConfig.model_fields)
+    assert config_fields <= set(TABLES["runs"])  # every config field is a column, milestones as text
+    assert TABLES["runs"]["milestones"] == "VARCHAR" and TABLES["runs"]["shortcut"] == "VARCHAR"
+    assert TABLES["runs"]["train_limit"] == "BIGINT" and TABLES["runs"]["started_at"] == "TIMESTAMP"
+
+
+def test_identity_is_every_config_field_unless_marked():
+    assert ExperimentConfig.identity_fields() == tuple(ExperimentConfig.model_fields)
+
+    class WithMomentumSchedule(ExperimentConfig):  # a field a later version might add
+        nesterov: bool = False
+
+    class WithNote(ExperimentConfig):
+        note: str = pydantic.Field("", json_schema_extra={"identity": False})
+
+    base = ExperimentConfig(n=3)
+    assert WithMomentumSchedule(n=3, nesterov=True).run_id != base.run_id  # a new field changes the id
+    assert WithNote(n=3, note="x").run_id == base.run_id  # unless it is marked as not identity
+    assert "seed" not in ExperimentConfig.cell_fields() and "run_name" not in ExperimentConfig.cell_fields()
+    assert set(ExperimentConfig.cell_fields()) | {"seed", "run_name"} == set(ExperimentConfig.identity_fields())
+
+
+def test_run_ids_of_an_old_store_are_found_again(old_store):
+    """The same config gives the same id as 0.1.0 gave it: an old run resumes and is never trained twice."""
+    from resnet_study.core import store
+
+    for folder in sorted((old_store / "runs").iterdir()):
+        shard = store.read_shard(old_store, folder.name)
+        assert ExperimentConfig.model_validate_json(shard.run.config).run_id == folder.name

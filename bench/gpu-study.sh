@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 11 on a lent GPU machine, in as few calls as possible (run from the repository root there):
+#
+#   bench/gpu-study.sh all [SECONDS]     # tests/gpu, bench train, bench runs, then the study with the time left
+#   bench/gpu-study.sh study [SECONDS]   # (a second call on the same warm machine) finish the study
+#
+# Phases write under $OUT (default bench/results/gpu-<UTC time>) as they finish, so a phase cut short keeps the
+# ones before it. The machine's own python3 and torch are used; what it lacks comes from carried wheels in .whl/
+# (duckdb, pydantic: see docs/benchmarks.md); this checkout is installed over them with --no-deps. Real
+# Fashion-MNIST comes from .gpudata/FashionMNIST/raw (Debian's files, carried with the tree). The study's results
+# dir is /tmp/gpu-study on the machine: a second call resumes it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PHASES=${1:-all}
+BUDGET=${2:-560}
+T0=$(date +%s)
+OUT=${OUT:-bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS=/tmp/gpu-study
+export RESNET_STUDY_DATA=$PWD/.gpudata PYTHONUNBUFFERED=1
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+step() { echo "== $* [$(( $(date +%s) - T0 )) s]"; }
+
+# ---------------------------------------------------------------- the project on the machine's torch
+if [ ! -x /tmp/site/bin/resnet-study ]; then
+  step "install: carried wheels + this checkout into /tmp/site"
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip wheel -q --no-deps --no-build-isolation --no-index -w /tmp/wheel . || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheel/resnet_study-*.whl \
+    || exit 1
+fi
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+RS=(python3 -m resnet_study.jobs)
+
+if [ "$PHASES" = all ]; then
+  step "machine"
+  { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda",
+torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name())'
+    nproc; date -u; } 2>&1 | tee "$OUT/machine.txt"
+
+  step "tests/gpu"
+  timeout 300 python3 -m pytest tests/gpu -q -rA -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -n 25
+
+  step "bench train (CIFAR-10-shaped images: real CIFAR-10 is not on the machine)"
+  bench() {  # name, options
+    local name=$1; shift
+    timeout 240 "${RS[@]}" bench train --device cuda --dataset cifar10 --save "$OUT/bench-$name.json" "$@" \
+      > "$OUT/bench-$name.txt" 2>"$OUT/bench-$name.log"; cat "$OUT/bench-$name.txt"
+  }
+  bench resnet20 --n 3 --workers 12 --steps 60 --warmup 20 --rounds 3 --eval-images 10000
+  bench resnet20-compile --n 3 --compile --no-classic --steps 60 --warmup 25 --rounds 3
+  bench resnet20-cudagraphs --n 3 --compile --compile-mode reduce-overhead --no-classic --steps 60 --warmup 25 \
+    --rounds 3
+  bench resnet56 --n 9 --no-classic --steps 40 --warmup 10 --rounds 3
+  bench resnet110 --n 18 --no-classic --steps 30 --warmup 10 --rounds 3
+  [ "$(left)" -gt 330 ] && bench resnet56-compile --n 9 --compile --no-classic --steps 40 --warmup 20 --rounds 3
+
+  step "bench runs: train processes per GPU"
+  timeout 200 "${RS[@]}" bench runs --device cuda --processes 1,2,4,8 --n 3 --dataset fashion-mnist --epochs 3 \
+    --save "$OUT/bench-runs.json" 2>"$OUT/bench-runs.log" | tee "$OUT/bench-runs.txt"
+fi
+
+step "study: Fashion-MNIST, ResNet-20/32/44 x 20 epochs x 3 seeds ($(left) s left)"
+PARALLEL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_processes"])' \
+  "$OUT/bench-runs.json" 2>/dev/null || echo "")
+timeout $(( $(left) - 25 )) "${RS[@]}" sweep local bench/gpu-study.yaml --device cuda \
+  ${PARALLEL:+--parallel "$PARALLEL"} --results-dir "$RESULTS" 2>&1 | tee "$OUT/study.log" | tail -n 14
+"${RS[@]}" sweep status bench/gpu-study.yaml --results-dir "$RESULTS" --format csv > "$OUT/study-status.csv"
+tar -C "$RESULTS" --exclude=checkpoint.pt -czf "$OUT/study.tar.gz" . 2>/dev/null
+tar -C "$OUT" -czf "$OUT/bench.tar.gz" $(cd "$OUT" && ls bench-* 2>/dev/null) 2>/dev/null
+rm -f "$OUT"/bench-*.json "$OUT"/bench-*.log
+step "done: $(ls "$OUT" | tr '\n' ' ')"

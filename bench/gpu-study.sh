@@ -22,12 +22,11 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 step() { echo "== $* [$(( $(date +%s) - T0 )) s]"; }
 
 # ---------------------------------------------------------------- the project on the machine's torch
-if [ ! -x /tmp/site/bin/resnet-study ]; then
-  step "install: carried wheels + this checkout into /tmp/site"
+if [ ! -d /tmp/site/resnet_study ]; then
+  step "install: carried wheels (this checkout's own wheel among them: pip wheel --no-deps . -w .whl) into /tmp/site"
+  ls .whl/resnet_study-*.whl >/dev/null 2>&1 \
+    || python3 -m pip wheel -q --no-deps --no-build-isolation --no-index -w .whl . || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  python3 -m pip wheel -q --no-deps --no-build-isolation --no-index -w /tmp/wheel . || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheel/resnet_study-*.whl \
-    || exit 1
 fi
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 RS=(python3 -m resnet_study.jobs)
@@ -49,25 +48,27 @@ torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_devi
       > "$OUT/bench-$name.txt" 2>"$OUT/bench-$name.log"; cat "$OUT/bench-$name.txt"
   }
   bench resnet20 --n 3 --workers 12 --steps 60 --warmup 20 --rounds 3 --eval-images 10000
-  bench resnet20-compile --n 3 --compile --no-classic --steps 60 --warmup 25 --rounds 3
-  bench resnet20-cudagraphs --n 3 --compile --compile-mode reduce-overhead --no-classic --steps 60 --warmup 25 \
-    --rounds 3
   bench resnet56 --n 9 --no-classic --steps 40 --warmup 10 --rounds 3
   bench resnet110 --n 18 --no-classic --steps 30 --warmup 10 --rounds 3
+  bench resnet20-compile --n 3 --compile --no-classic --steps 60 --warmup 25 --rounds 3
+  [ "$(left)" -gt 360 ] && bench resnet20-cudagraphs --n 3 --compile --compile-mode reduce-overhead --no-classic \
+    --steps 60 --warmup 25 --rounds 3
   [ "$(left)" -gt 330 ] && bench resnet56-compile --n 9 --compile --no-classic --steps 40 --warmup 20 --rounds 3
 
   step "bench runs: train processes per GPU"
   timeout 200 "${RS[@]}" bench runs --device cuda --processes 1,2,4,8 --n 3 --dataset fashion-mnist --epochs 3 \
     --save "$OUT/bench-runs.json" 2>"$OUT/bench-runs.log" | tee "$OUT/bench-runs.txt"
+  tar -C "$OUT" -czf "$OUT/bench.tar.gz" $(cd "$OUT" && ls bench-* 2>/dev/null) 2>/dev/null \
+    && cp "$OUT/bench-runs.json" /tmp/bench-runs.json && rm -f "$OUT"/bench-*  # at most 8 files come back
 fi
 
-step "study: Fashion-MNIST, ResNet-20/32/44 x 20 epochs x 3 seeds ($(left) s left)"
-PARALLEL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_processes"])' \
-  "$OUT/bench-runs.json" 2>/dev/null || echo "")
-timeout $(( $(left) - 25 )) "${RS[@]}" sweep local bench/gpu-study.yaml --device cuda \
-  ${PARALLEL:+--parallel "$PARALLEL"} --results-dir "$RESULTS" 2>&1 | tee "$OUT/study.log" | tail -n 14
+if [ "$(left)" -gt 60 ]; then
+  step "study: Fashion-MNIST, ResNet-20/32/44 x 20 epochs x 3 seeds ($(left) s left)"
+  PARALLEL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_processes"])' \
+    /tmp/bench-runs.json 2>/dev/null || echo "")
+  timeout $(( $(left) - 25 )) "${RS[@]}" sweep local bench/gpu-study.yaml --device cuda \
+    ${PARALLEL:+--parallel "$PARALLEL"} --results-dir "$RESULTS" 2>&1 | tee "$OUT/study.log" | tail -n 14
+fi
 "${RS[@]}" sweep status bench/gpu-study.yaml --results-dir "$RESULTS" --format csv > "$OUT/study-status.csv"
-tar -C "$RESULTS" --exclude=checkpoint.pt -czf "$OUT/study.tar.gz" . 2>/dev/null
-tar -C "$OUT" -czf "$OUT/bench.tar.gz" $(cd "$OUT" && ls bench-* 2>/dev/null) 2>/dev/null
-rm -f "$OUT"/bench-*.json "$OUT"/bench-*.log
+[ -d "$RESULTS" ] && tar -C "$RESULTS" --exclude=checkpoint.pt -czf "$OUT/study.tar.gz" .
 step "done: $(ls "$OUT" | tr '\n' ' ')"

@@ -35,12 +35,12 @@ def train(results, *extra) -> subprocess.CompletedProcess:
 
 
 def test_bf16_autocast_lands_within_one_point_of_fp32(tmp_path):
-    """ResNet-20 on all 60 000 Fashion-MNIST images for 4 epochs, the paper's augmentation: bf16 autocast and fp32
+    """ResNet-20 on all 60 000 Fashion-MNIST images for 3 epochs, the paper's augmentation: bf16 autocast and fp32
     (PyTorch's defaults: cuDNN may use TF32 for fp32 convolutions) on the same seed end within 1 point of test
     error."""
     errors = {}
     for precision in ("fp32", "bf16"):
-        train(tmp_path / precision, "--n", "3", "--epochs", "4", "--precision", precision)
+        train(tmp_path / precision, "--n", "3", "--epochs", "3", "--precision", precision)
         [run] = query(tmp_path / precision, "SELECT test_error, precision, device FROM runs")
         assert run["precision"] == precision and "cpu" not in run["device"].lower()
         errors[precision] = run["test_error"]
@@ -52,7 +52,7 @@ def test_bf16_autocast_lands_within_one_point_of_fp32(tmp_path):
 def test_kill_9_on_cuda_then_resume_with_one_row_per_epoch(tmp_path):
     results = tmp_path / "results"
     args = ["train", "--dataset", "fashion-mnist", "--device", "cuda", "--progress", "json", "--n", "3",
-            "--epochs", "4", "--results-dir", str(results)]
+            "--epochs", "3", "--results-dir", str(results)]
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gpu_env())
     first = json.loads(proc.stdout.readline())  # printed once epoch 1's checkpoint and shard are written
     os.kill(proc.pid, signal.SIGKILL)
@@ -61,15 +61,15 @@ def test_kill_9_on_cuda_then_resume_with_one_row_per_epoch(tmp_path):
     again = run_cli(*args, env=gpu_env(), timeout=900)
     assert "resuming after epoch" in again.stderr
     assert query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch") == [
-        {"epoch": e, "copies": 1} for e in (1, 2, 3, 4)]
+        {"epoch": e, "copies": 1} for e in (1, 2, 3)]
     assert query(results, "SELECT status FROM runs") == [{"status": "completed"}]
 
 
 def test_compile_trains(tmp_path):
-    out = train(tmp_path, "--n", "3", "--epochs", "3", "--compile")
+    out = train(tmp_path, "--n", "1", "--epochs", "2", "--compile")
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["test_error"] < 0.2, rows
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["test_error"] < 0.25, rows
 
 
 def test_device_generator_gives_the_same_augmentation_after_resume():

@@ -10,6 +10,9 @@
 #   docker build --build-arg BASE_IMAGE=<that image> -t resnet-study .
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+# The git commit the image is built from (`docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) .`): a label,
+# and RESNET_STUDY_COMMIT, which every run records as its code_commit (beside the hash of the installed source).
+ARG GIT_COMMIT=""
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -17,7 +20,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RESNET_STUDY_DATA=/data \
     RESNET_STUDY_RESULTS=/results \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    OMP_WAIT_POLICY=PASSIVE
 
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && groupadd --gid 10001 study \
@@ -43,6 +47,10 @@ COPY jobs ./jobs
 COPY results_api ./results_api
 RUN pip install --no-cache-dir --no-deps . && resnet-study --help > /dev/null
 
+LABEL org.opencontainers.image.revision=$GIT_COMMIT \
+      org.opencontainers.image.source="resnet-study" \
+      org.opencontainers.image.title="resnet-study"
+ENV RESNET_STUDY_COMMIT=$GIT_COMMIT
 USER 10001:10001
 VOLUME ["/data", "/results"]
 EXPOSE 8000

@@ -128,11 +128,14 @@ fi
 
 # ---------------------------------------------------------------- the image
 step "docker build -t resnet-study (df: $(df -h --output=avail "$STATE" | tail -n1 | tr -d ' ') free)"
-DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain -t resnet-study . >"$WORK/build.log" 2>&1 \
-  || { tail -n 40 "$WORK/build.log"; fail "docker build"; }
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo "")
+DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain --build-arg GIT_COMMIT="$COMMIT" -t resnet-study . \
+  >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; fail "docker build"; }
 grep -E '^#[0-9]+ (DONE|CACHED)' "$WORK/build.log" | tail -n 3 || true
 "$DOCKER" image ls resnet-study --format 'image {{.Repository}}:{{.Tag}} {{.Size}}'
 [ "$("$DOCKER" image inspect -f '{{.Config.User}}' resnet-study)" = "10001:10001" ] || fail "image does not run as 10001"
+label=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.revision"}}' resnet-study)
+[ "$label" = "$COMMIT" ] || fail "image label org.opencontainers.image.revision is '$label', not the commit '$COMMIT'"
 
 step "docker run --network=none resnet-study --help"
 help_text=$("$DOCKER" run --rm --network=none resnet-study --help)
@@ -148,10 +151,12 @@ chown 10001:10001 "$WORK/results"
   train --n 1 --dataset fashion-mnist --epochs 2 --train-limit 2000 --test-limit 500 --device cpu --progress json
 # 10 classes: chance is 0.9 test error; two epochs on 2000 images reach about 0.5
 rows=$("$VENV/bin/resnet-study" results query --results-dir "$WORK/results" --format csv \
-  "SELECT layers, dataset, status, epochs_done, train_size, test_size, test_error < 0.7 AS learned FROM runs" \
+  "SELECT layers, dataset, status, epochs_done, train_size, test_size, test_error < 0.7 AS learned,
+          code_commit = '$COMMIT' AS commit_recorded, source_hash IS NOT NULL AS source_hashed, threads FROM runs" \
   | tr -d '\r')
 echo "$rows"
-grep -qx "8,fashion-mnist,completed,2,2000,500,True" <<<"$rows" || fail "the host does not read the container's run"
+grep -qx "8,fashion-mnist,completed,2,2000,500,True,True,True,2" <<<"$rows" \
+  || fail "the host does not read the container's run, or its provenance (commit $COMMIT, source hash, 2 threads)"
 
 # ---------------------------------------------------------------- compose
 step "docker-compose up: a tiny train and the results service"

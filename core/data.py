@@ -171,6 +171,15 @@ def _download(name: str, data_dir: Path) -> None:
 LOADERS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
 
 
+def data_files(name: str, data_dir: Path | None = None) -> list[Path]:
+    """The files `load(name, data_dir)` reads: what a run's data fingerprint is computed over."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    if name == "fashion-mnist":
+        return fashion_mnist_files(data_dir)
+    root = data_dir / "cifar-10-batches-py"
+    return [root / f for f in CIFAR10_FILES + ["batches.meta"] if (root / f).is_file()]
+
+
 def load(name: str, data_dir: Path | None = None, download: bool = False) -> tuple[Split, Split, list[str]]:
     check_choice("--dataset", "dataset", name, DATASETS)
     data_dir = Path(data_dir) if data_dir else default_data_dir()

@@ -40,8 +40,9 @@ class _RunOutcome(BaseModel):
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
-    device: Optional[str] = Field(None, description="GPU name, or the CPU and its thread count")
+    device: Optional[str] = Field(None, description="the GPU's name, or the CPU's model and cores")
     precision: Optional[str] = Field(None, description="fp32 or bf16 (autocast)")
+    threads: Optional[int] = Field(None, description="intra-op CPU threads (core.runtime.default_threads)")
     torch_version: Optional[str] = None
     train_seconds: Optional[float] = Field(None, description="training loop only, summed over epochs")
     train_error: Optional[float] = None
@@ -51,6 +52,20 @@ class _RunOutcome(BaseModel):
     val_error: Optional[float] = None
     error_message: Optional[str] = None
     config: Optional[str] = Field(None, description="the full ExperimentConfig as JSON")
+    # provenance (core.runtime): what produced the run; the last process's, when it was resumed
+    package_version: Optional[str] = None
+    code_commit: Optional[str] = Field(None, description="git commit of the checkout, or the image's build arg")
+    code_dirty: Optional[bool] = Field(None, description="the checkout had uncommitted changes (None: unknown)")
+    source_hash: Optional[str] = Field(None, description="SHA-256 of the package's source (16 hex)")
+    python_version: Optional[str] = None
+    cuda_version: Optional[str] = None
+    cudnn_version: Optional[str] = None
+    gpu_name: Optional[str] = None
+    gpu_driver: Optional[str] = None
+    cpu_model: Optional[str] = None
+    hostname: Optional[str] = Field(None, description="the host, or the pod's name on Kubernetes")
+    command: Optional[str] = None
+    data_fingerprint: Optional[str] = Field(None, description="SHA-256 over the data files read (16 hex)")
 
 
 def _optional(annotation):
@@ -91,6 +106,8 @@ class EpochRecord(BaseModel):
     val_error: Optional[float] = None
     epoch_seconds: Optional[float] = None
     images_per_second: Optional[float] = None
+    source_hash: Optional[str] = Field(None, description="the code that trained this epoch")
+    data_fingerprint: Optional[str] = Field(None, description="the data it was trained on")
 
 
 class ConfusionRecord(BaseModel):

@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 
 from . import StudyError
+from .lease import pid_alive
 from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard
 
 DB_NAME = "results.duckdb"
@@ -131,13 +132,8 @@ def _lock_is_stale(lock: Path) -> bool:
         age = time.time() - lock.stat().st_mtime
     except (OSError, ValueError):
         return False  # being written or just released: not stale, try again later
-    if info.get("host") == socket.gethostname() and info.get("pid"):
-        try:
-            os.kill(int(info["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
+    if info.get("host") == socket.gethostname() and info.get("pid") and not pid_alive(int(info["pid"])):
+        return True
     return age > LOCK_STALE_S
 
 

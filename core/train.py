@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import StudyError, data, store
+from . import StudyError, data, runtime, store
 from .config import ExperimentConfig
+from .lease import Lease
 from .model import param_count, resnet
 from .records import ConfusionRecord, EpochRecord, RunRecord
 from .vocab import DEVICES, NUM_CLASSES, PRECISIONS, check_choice
@@ -45,9 +46,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and core count: what throughput is compared by (sweep plan)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"CPU {runtime.cpu_model()} ({os.cpu_count()} cores)"
 
 
 def now() -> datetime:
@@ -189,7 +191,13 @@ class RunOptions:
     progress: str = "auto"  # auto | bar | json
     compile: bool = False
     precision: str = "auto"  # auto | fp32 | bf16
+    threads: int | None = None  # intra-op CPU threads; None: core.runtime.default_threads()
+    if_running: str = "wait"  # another process trains this run: wait for it, or exit (core.lease)
+    strict_resume: bool = False  # refuse to resume a run on other code or data than its checkpoint's
 
+
+class LeaseLost(Exception):
+    """Another process took this run over (this one was presumed dead): stop without writing anything more."""
 
 def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[ConfusionRecord]:
     return [ConfusionRecord(run_id=run_id, split=split, true_label=t, predicted_label=p, true_class=classes[t],
@@ -205,23 +213,42 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
-    """Train (or resume, or skip if finished) one experiment; returns its `runs` record."""
-    results_dir = Path(opts.results_dir)
-    run_id = cfg.run_id
-    previous = store.read_shard(results_dir, run_id)
+def _completed(results_dir: Path, cfg: ExperimentConfig, log) -> RunRecord | None:
+    previous = store.read_shard(results_dir, cfg.run_id)
     if previous and previous.run.status == "completed":
-        log(f"{run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
+        log(f"{cfg.run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
             f"nothing to do")
         return previous.run
+    return None
+
+
+def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
+    """Train (or resume, or skip if finished) one experiment; returns its `runs` record. One process at a time
+    trains a run (core.lease); a second one waits for it, then finds the run completed or resumes it."""
+    results_dir = Path(opts.results_dir)
+    if done := _completed(results_dir, cfg, log):
+        return done
 
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
+    threads = opts.threads or runtime.default_threads()[0]
+    torch.set_num_threads(threads)
     ds = data.prepare(cfg.dataset, opts.data_dir, download=opts.download, train_limit=cfg.train_limit,
                       test_limit=cfg.test_limit, val_split=cfg.val_split, seed=cfg.seed)
+    provenance = runtime.provenance(torch, device, data.data_files(cfg.dataset, opts.data_dir))
 
+    with Lease(store.run_dir(results_dir, cfg.run_id), cfg.run_id, log=log).acquire(opts.if_running == "wait") as lease:
+        if done := _completed(results_dir, cfg, log):  # finished by the process this one waited for
+            return done
+        return _train(cfg, opts, ds, device, precision, threads, provenance, lease, log)
+
+
+def _train(cfg: ExperimentConfig, opts: RunOptions, ds: data.DataSet, device: torch.device, precision: str,
+           threads: int, provenance: dict, lease: Lease, log) -> RunRecord:
+    results_dir, run_id = Path(opts.results_dir), cfg.run_id
+    previous = store.read_shard(results_dir, run_id)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -240,11 +267,13 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
     start_epoch = 1
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        rows = [EpochRecord.model_validate(r) for r in ckpt["rows"]]
+        _check_resume(run_id, rows[-1] if rows else None, provenance, opts.strict_resume, log)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"].cpu())
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-        rows, start_epoch = [EpochRecord.model_validate(r) for r in ckpt["rows"]], ckpt["epoch"] + 1
+        start_epoch = ckpt["epoch"] + 1
         log(f"{run_id}: resuming after epoch {ckpt['epoch']}")
 
     record = RunRecord(
@@ -252,8 +281,8 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
         layers=cfg.layers, train_size=len(ds.train), val_size=len(ds.val) if ds.val else 0, test_size=len(ds.test),
         params=param_count(model), status="running", epochs_done=len(rows),
         started_at=previous.run.started_at if previous and previous.run.started_at else now(), updated_at=now(),
-        device=device_name(device), precision=precision, torch_version=torch.__version__,
-        train_seconds=sum(r.epoch_seconds for r in rows), config=cfg.model_dump_json(),
+        device=device_name(device), precision=precision, threads=threads,
+        train_seconds=sum(r.epoch_seconds for r in rows), config=cfg.model_dump_json(), **provenance,
     )
     if rows:
         _set_final(record, rows[-1])
@@ -272,7 +301,10 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
             val_loss, val_error = evaluate(model, val_loader, device, precision)[:2] if val_loader else (None, None)
             row = EpochRecord(run_id=run_id, epoch=epoch, lr=lr, train_loss=train_loss, train_error=train_error,
                               test_loss=test_loss, test_error=test_error, val_loss=val_loss, val_error=val_error,
-                              epoch_seconds=seconds, images_per_second=images / seconds)
+                              epoch_seconds=seconds, images_per_second=images / seconds,
+                              source_hash=provenance["source_hash"], data_fingerprint=provenance["data_fingerprint"])
+            if lease.lost:
+                raise LeaseLost(run_id)
             rows.append(row)
             _save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
@@ -284,6 +316,8 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
             _set_final(record, row)
             store.write_shard(results_dir, record, rows, [])
             progress.epoch(row)
+    except LeaseLost:
+        raise StudyError(f"{run_id}: another process took this run over; stopped without writing") from None
     except BaseException as e:
         record.status, record.updated_at = "failed", now()
         record.error_message = f"{type(e).__name__}: {e}"[:2000]
@@ -301,6 +335,20 @@ def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
     log(f"{run_id}: completed {cfg.epochs} epochs in {record.train_seconds:.1f} s of training; "
         f"test error {record.test_error:.4f}" + (f", val error {record.val_error:.4f}" if val_loader else ""))
     return record
+
+
+def _check_resume(run_id: str, last: EpochRecord | None, provenance: dict, strict: bool, log) -> None:
+    """A resume on other code or data than the last epoch's: one line of warning, or refused with --strict-resume
+    (before anything is written)."""
+    changed = [f"{what} {getattr(last, key)} -> {provenance[key]}" for key, what in
+               (("source_hash", "code"), ("data_fingerprint", "data"))
+               if last is not None and getattr(last, key) is not None and getattr(last, key) != provenance[key]]
+    if not changed:
+        return
+    if strict:
+        raise StudyError(f"{run_id}: refusing to resume on other {' and '.join(changed)} (--strict-resume); "
+                         f"run the code and data of its checkpoint, or drop --strict-resume to record the change")
+    log(f"warning: {run_id}: resuming on other {' and '.join(changed)}; each epoch row records which it ran on")
 
 
 def _set_final(record: RunRecord, last: EpochRecord) -> None:

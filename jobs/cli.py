@@ -19,12 +19,13 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 
-from ..core import StudyError
+from ..core import StudyError, runtime
 from ..core.config import ExperimentConfig
+from ..core.lease import RunBusy
 from ..core.vocab import layers
 from . import bench_cli, results_cli, sweep_cli
-from .options import Compile, DataDir, Device, Download, PROGRESS_MODES, Precision, Progress, ResultsDir, \
-    check_option, results_dir_or_default
+from .options import IF_RUNNING, PROGRESS_MODES, Compile, DataDir, Device, Download, IfRunning, Precision, \
+    Progress, ResultsDir, StrictResume, Threads, check_option, results_dir_or_default
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as click_exc
@@ -75,6 +76,9 @@ def train(
     device: str = Device,
     compile: bool = Compile,
     precision: str = Precision,
+    threads: Optional[int] = Threads,
+    if_running: str = IfRunning,
+    strict_resume: bool = StrictResume,
     download: bool = Download,
     progress: str = Progress,
     data_dir: Optional[Path] = DataDir,
@@ -90,10 +94,12 @@ def train(
     except ValidationError as e:
         raise StudyError(config_error_line(e)) from None
     check_option("--progress", progress, PROGRESS_MODES)
+    check_option("--if-running", if_running, IF_RUNNING)
     from ..core.train import RunOptions, run  # torch: imported only by the commands that train
 
     opts = RunOptions(results_dir=results_dir_or_default(results_dir), data_dir=data_dir, device=device,
-                      download=download, progress=progress, compile=compile, precision=precision)
+                      download=download, progress=progress, compile=compile, precision=precision, threads=threads,
+                      if_running=if_running, strict_resume=strict_resume)
     run(cfg, opts, log=lambda msg: print(msg, file=sys.stderr))
 
 
@@ -131,9 +137,14 @@ app.add_typer(bench_cli.app, name="bench")
 
 
 def main() -> None:
-    """Console entry point: user errors as one line on stderr, exit code 2; no tracebacks for them."""
+    """Console entry point: user errors as one line on stderr, exit code 2 (3: the run is busy with --if-running
+    exit); no tracebacks for them."""
+    runtime.passive_waits()  # before anything imports torch
     try:
         code = app(standalone_mode=False)
+    except RunBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -26,7 +26,16 @@ Compile = typer.Option(False, "--compile", help="torch.compile the model (pays o
 Download = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir.")
 Progress = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json.")
 Format = typer.Option("table", "--format", help="table, csv or json.")
+Threads = typer.Option(None, min=1, show_default="the CPUs this process may use",
+                       help="Intra-op CPU threads [default: OMP_NUM_THREADS, else the smallest of the affinity mask, "
+                            "the cgroup CPU quota and the Kubernetes CPU request]. Recorded per run.")
+IfRunning = typer.Option("wait", help="When another process already trains this run: wait for it (then resume or "
+                                      "report it completed), or exit (code 3).")
+StrictResume = typer.Option(False, "--strict-resume", help="Refuse (exit 2) to resume a checkpoint made by other "
+                                                           "code or on other data; without it the change is logged "
+                                                           "and recorded per epoch.")
 PROGRESS_MODES = ("auto", "bar", "json")
+IF_RUNNING = ("wait", "exit")
 FORMATS = ("table", "csv", "json")
 
 

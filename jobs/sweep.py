@@ -25,10 +25,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..core import StudyError, store
 from ..core.config import ExperimentConfig
+from ..core.lease import read_holder
 from ..core.records import RunRecord
 
 SPEC_DIR = Path(__file__).resolve().parent  # the specs shipped with the package (jobs/*.yaml)
@@ -227,10 +224,17 @@ def _claim(name: str, size: str) -> dict:
     }
 
 
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
 def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, gpus: int = 1, cpu: str = "4",
            memory: str = "8Gi", backoff_limit_per_index: int = 3, data_size: str = "10Gi",
-           results_size: str = "20Gi") -> str:
-    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job (a pod per cell)."""
+           results_size: str = "20Gi", queue: str | None = None, priority_class: str | None = None) -> str:
+    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job (a pod per cell).
+
+    `queue`: a Kueue LocalQueue. The Job gets Kueue's queue-name label and is created suspended; Kueue admits it
+    (unsuspends it) when the queue's ClusterQueue has quota for its pods' requests. `priority_class`: the pods'
+    PriorityClass (Kueue orders and preempts workloads by it too)."""
     job = f"{APP}-{sweep.name}"
     spec_file = f"{sweep.name}.yaml"
     limits: dict[str, Any] = {"memory": memory}
@@ -242,12 +246,28 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
         "imagePullPolicy": "IfNotPresent",
         "command": ["resnet-study", "sweep", "run", f"/spec/{spec_file}", "--progress", "json"],
         "env": [{"name": "RESNET_STUDY_DATA", "value": "/data"},
-                {"name": "RESNET_STUDY_RESULTS", "value": "/results"}],
+                {"name": "RESNET_STUDY_RESULTS", "value": "/results"},
+                # the CPU request in whole CPUs (rounded up): the run's default threads (core.runtime)
+                {"name": "RESNET_STUDY_CPU_REQUEST", "valueFrom": {"resourceFieldRef": {
+                    "containerName": "cell", "resource": "requests.cpu", "divisor": "1"}}}],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "results", "mountPath": "/results"},
                          {"name": "spec", "mountPath": "/spec", "readOnly": True}],
     }
+    job_labels = labels("sweep", sweep.name) | ({KUEUE_QUEUE_LABEL: queue} if queue else {})
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
+        "containers": [container],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM}},
+            {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
+            {"name": "spec", "configMap": {"name": f"{job}-spec"}},
+        ],
+    }
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
     docs = [
         _claim(DATA_CLAIM, data_size),
         _claim(RESULTS_CLAIM, results_size),
@@ -258,10 +278,11 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
         },
         {
             "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job, "labels": labels("sweep", sweep.name),
+            "metadata": {"name": job, "labels": job_labels,
                          "annotations": {"resnet-study/cells": str(len(sweep)),
                                          "resnet-study/spec": spec_file}},
             "spec": {
+                **({"suspend": True} if queue else {}),  # Kueue unsuspends it on admission
                 "completionMode": "Indexed",
                 "completions": len(sweep),
                 "parallelism": min(parallelism or sweep.spec.parallelism, len(sweep)),
@@ -271,20 +292,10 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
                 "podFailurePolicy": {"rules": [
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]},
-                "template": {
-                    "metadata": {"labels": labels("sweep", sweep.name)},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
-                                            "fsGroup": UID},
-                        "containers": [container],
-                        "volumes": [
-                            {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM}},
-                            {"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}},
-                            {"name": "spec", "configMap": {"name": f"{job}-spec"}},
-                        ],
-                    },
-                },
+                # A replacement pod starts only once the old one has failed, never while it still terminates: one
+                # trainer per cell (the run's lease, core/lease.py, guards the rest).
+                "podReplacementPolicy": "Failed",
+                "template": {"metadata": {"labels": labels("sweep", sweep.name)}, "spec": pod_spec},
             },
         },
     ]
@@ -313,82 +324,16 @@ def default_parallel(device: str) -> int:
 # ---------------------------------------------------------------- cell state, from the store
 
 
-OWNER_NAME = "sweep-owner.json"  # in the run's folder, beside the store's run.json
-HEARTBEAT_S = 30.0
 STATES = ("completed", "running", "interrupted", "failed", "missing")
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs: a zombie (dead, not yet reaped, e.g. under an init that does not reap) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-class Owner:
-    """Marks a cell's run as owned by this process: host, pid and a heartbeat every HEARTBEAT_S seconds.
-
-    A killed process cannot mark its run as stopped (its shard still says `running`); the mark lets `sweep status`
-    tell a live run from an interrupted one: same host -> is the pid alive; another host (a pod) -> is the
-    heartbeat fresh."""
-
-    def __init__(self, results_dir: Path, run_id: str, index: int):
-        self.path = store.run_dir(results_dir, run_id) / OWNER_NAME
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "index": index}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _write(self) -> None:
-        store.atomic_write_bytes(self.path, json.dumps({**self.info, "heartbeat": time.time()}).encode())
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._write()
-            except OSError:
-                pass  # a full or flaky disk must not kill the training run; status shows the stale beat
-
-    def __enter__(self) -> "Owner":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _owner_alive(folder: Path) -> bool | None:
-    """True/False when the run's owner is known to be alive/dead, None when there is no owner mark."""
-    try:
-        info = json.loads((folder / OWNER_NAME).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if info.get("host") == socket.gethostname():
-        return _alive(int(info["pid"]))
-    return time.time() - float(info.get("heartbeat", 0)) < 3 * HEARTBEAT_S
 
 
 def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
     """(state, the run's `runs` record or None). States: see STATES.
 
     - completed / failed: as the run's shard says;
-    - running: the shard says running and its owner is alive (or unknown: a plain `resnet-study train`);
-    - interrupted: the shard says running but its owner is dead (killed, preempted, node lost), or it stopped on
-      Ctrl-C; running the cell again resumes it from its checkpoint;
+    - running: a live process holds the run's lease (core.lease): same host and its pid alive, or a fresh heartbeat;
+    - interrupted: the shard says running but no live process holds the lease (killed, preempted, node lost), or
+      it stopped on Ctrl-C; running the cell again resumes it from its checkpoint;
     - missing: never started (or nothing stored yet)."""
     folder = store.run_dir(results_dir, cfg.run_id)
     shard = store.read_shard(results_dir, cfg.run_id)
@@ -396,7 +341,8 @@ def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord
         return ("interrupted" if (folder / store.CHECKPOINT_NAME).exists() else "missing"), None
     row = shard.run
     if row.status == "running":
-        return ("interrupted" if _owner_alive(folder) is False else "running"), row
+        holder = read_holder(folder)
+        return ("running" if holder is not None and holder.alive() else "interrupted"), row
     if row.status == "failed" and (row.error_message or "").startswith("KeyboardInterrupt"):
         return "interrupted", row
     return row.status, row

@@ -2,6 +2,7 @@
 
     resnet-study sweep list jobs/demo.yaml                 # index -> cell
     resnet-study sweep local jobs/demo.yaml --parallel 2   # every cell not yet completed, 2 processes at a time
+    resnet-study sweep plan jobs/seed-study.yaml --device cuda   # expected device-hours and wall-clock
     resnet-study sweep status jobs/demo.yaml               # completed / running / interrupted / failed / missing
     JOB_COMPLETION_INDEX=3 resnet-study sweep run jobs/seed-study.yaml   # one cell (what each Kubernetes pod runs)
     resnet-study sweep render jobs/seed-study.yaml > k8s/sweep.yaml
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +26,8 @@ import typer
 from ..core import StudyError, store
 from ..core.vocab import DEVICES, PRECISIONS, check_choice
 from . import sweep as sw
-from .options import Compile, DataDir, Device, Download, Format, PROGRESS_MODES, Precision, Progress, ResultsDir, \
-    check_option, print_rows, results_dir_or_default
+from .options import IF_RUNNING, PROGRESS_MODES, Compile, DataDir, Device, Download, Format, IfRunning, Precision, \
+    Progress, ResultsDir, StrictResume, Threads, check_option, print_rows, results_dir_or_default
 
 app = typer.Typer(help="Sweep specs: expand a grid into cells and run them (local, compose, Kubernetes).",
                   no_args_is_help=True)
@@ -51,6 +53,9 @@ def sweep_run(
                                                    "Indexed Kubernetes Job]."),
     device: str = Device,
     precision: str = Precision,
+    threads: Optional[int] = Threads,
+    if_running: str = IfRunning,
+    strict_resume: bool = StrictResume,
     compile: bool = Compile,
     download: bool = Download,
     progress: str = Progress,
@@ -71,18 +76,13 @@ def sweep_run(
             raise StudyError(f"JOB_COMPLETION_INDEX must be an integer (got {env!r})") from None
     cfg = sweep.cell(index)
     check_option("--progress", progress, PROGRESS_MODES)
+    check_option("--if-running", if_running, IF_RUNNING)
     rdir = results_dir_or_default(results_dir)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{sweep.name} cell {index}/{len(sweep)}: {cfg.run_id}")
-    opts = RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
-                      compile=compile, precision=precision)
-    state, _ = sw.cell_state(rdir, cfg)
-    if state == "completed":
-        run(cfg, opts, log=log)  # says so and returns
-        return
-    store.ensure_writable(rdir)
-    with sw.Owner(rdir, cfg.run_id, index):
-        run(cfg, opts, log=log)
+    run(cfg, RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
+                        compile=compile, precision=precision, threads=threads, if_running=if_running,
+                        strict_resume=strict_resume), log=log)
 
 
 @app.command("local")
@@ -94,6 +94,7 @@ def sweep_local(
                                                 "best (docs/benchmarks.md)."),
     device: str = Device,
     precision: str = Precision,
+    strict_resume: bool = StrictResume,
     compile: bool = Compile,
     download: bool = Download,
     data_dir: Optional[Path] = DataDir,
@@ -124,6 +125,7 @@ def sweep_local(
                              precision, "--progress", "json", "--results-dir", str(rdir)]
     base += ["--data-dir", str(data_dir)] if data_dir else []
     base += ["--compile"] if compile else []
+    base += ["--strict-resume"] if strict_resume else []
     base += ["--download"] if download else []
     env = dict(os.environ)
     # P processes share the cores: without this each would start a thread per core.
@@ -175,18 +177,63 @@ def sweep_local(
         raise typer.Exit(1)
 
 
-@app.command("status")
-def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
-    """Each cell's state from the store: completed, running, interrupted (resumable), failed or missing."""
+@app.command("plan")
+def sweep_plan(
+    spec: str = Spec,
+    device: str = typer.Option("auto", help="cpu, cuda or auto: the device the sweep will train on. cuda on a "
+                                            "machine without one plans from any GPU's measured runs."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1,
+                                           help="Cells at a time [default: the spec's parallelism]."),
+    bench: bool = typer.Option(True, "--bench/--no-bench", help="Benchmark depths with no measured run here."),
+    fmt: str = Format,
+    results_dir: Optional[Path] = ResultsDir,
+):
+    """Expected training time per cell and in all (device-hours, wall-clock at the parallelism), from measured
+    runs in the store, else a short benchmark here, else "unknown". Saved for `sweep status` to compare."""
+    from . import plan as pl
+
+    check_choice("--device", "device", device, DEVICES)
     sweep = sw.load(spec)
     rdir = results_dir_or_default(results_dir)
-    rows = []
+    p = parallel or sweep.spec.parallelism
+    res = pl.plan(sweep, rdir, device, p, bench, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    rows = [(c["index"], c["run_id"], c["epochs"], c["images"], None if c["images_per_second"] is None
+             else round(c["images_per_second"]), c["source"], pl.duration(c["seconds"])) for c in res["cells"]]
+    print_rows(["index", "run_id", "epochs", "images", "img/s", "throughput", "planned"], rows, fmt,
+               title=f"{sweep.name} on {res['device']} in {res['precision']}")
+    if fmt == "table":
+        hours = None if res["device_seconds"] is None else res["device_seconds"] / 3600
+        print(f"{len(sweep)} cells: {'unknown' if hours is None else f'{hours:.2f}'} device-hours; wall-clock with "
+              f"{p} at a time: {pl.duration(res['wall_seconds'])}"
+              + (f" ({res['unknown_cells']} cells of unknown throughput)" if res["unknown_cells"] else ""))
+    if saved := pl.save(res, rdir):
+        print(f"plan saved to {saved}", file=sys.stderr)
+
+
+@app.command("status")
+def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
+    """Each cell's state from the store (completed, running, interrupted (resumable), failed or missing), with its
+    planned and actual training time when `sweep plan` was run."""
+    from . import plan as pl
+
+    sweep = sw.load(spec)
+    rdir = results_dir_or_default(results_dir)
+    planned = {c["run_id"]: c["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])}
+    rows, both = [], []
     for i, cfg, state, row in sw.states(sweep, rdir):
         done = row.epochs_done if row else None
+        actual = row.train_seconds if row and state == "completed" else None
+        if actual is not None and planned.get(cfg.run_id) is not None:
+            both.append((planned[cfg.run_id], actual))
         rows.append((i, cfg.run_id, state, f"{done}/{cfg.epochs}" if done is not None else f"-/{cfg.epochs}",
-                     _pct(row and row.test_error), row and row.updated_at))
-    print_rows(["index", "run_id", "state", "epochs", "test_error_pct", "updated_at"], rows, fmt,
-               title=f"{sweep.name} in {rdir}: {_counts(r[2] for r in rows)}")
+                     _pct(row and row.test_error), _seconds(planned.get(cfg.run_id)), _seconds(actual),
+                     row and row.updated_at))
+    print_rows(["index", "run_id", "state", "epochs", "test_error_pct", "planned_s", "actual_s", "updated_at"], rows,
+               fmt, title=f"{sweep.name} in {rdir}: {_counts(r[2] for r in rows)}")
+    if fmt == "table" and both:
+        p, a = sum(x for x, _ in both), sum(y for _, y in both)
+        print(f"training time of the {len(both)} completed cells with a plan: planned {pl.duration(p)}, actual "
+              f"{pl.duration(a)} (actual / planned = {a / p:.2f})")
 
 
 @app.command("render")
@@ -198,11 +245,18 @@ def sweep_render(
     cpu: str = typer.Option("4", help="CPU request per pod."),
     memory: str = typer.Option("8Gi", help="Memory request and limit per pod."),
     backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes)."),
+    queue: Optional[str] = typer.Option(None, help="Kueue LocalQueue to submit to: adds the kueue.x-k8s.io/queue-"
+                                                   "name label and creates the Job suspended for Kueue to admit."),
+    priority_class: Optional[str] = typer.Option(None, help="PriorityClass of the pods (priorityClassName)."),
 ):
     """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job."""
+    for option, value in (("--queue", queue), ("--priority-class", priority_class)):
+        if value is not None and not re.fullmatch(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?", value):
+            raise StudyError(f"{option}: {value!r} is not a Kubernetes name (lower-case letters, digits, '-', '.')")
     sweep = sw.load(spec)
     sys.stdout.write(sw.render(sweep, image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
-                               backoff_limit_per_index=backoff_limit_per_index))
+                               backoff_limit_per_index=backoff_limit_per_index, queue=queue,
+                               priority_class=priority_class))
 
 
 # ---------------------------------------------------------------- helpers
@@ -210,6 +264,10 @@ def sweep_render(
 
 def _show(value):
     return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _seconds(seconds) -> str:
+    return "" if seconds is None else f"{seconds:.1f}"
 
 
 def _pct(error) -> str:

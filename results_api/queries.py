@@ -48,6 +48,8 @@ class Store:
     def __init__(self, results_dir: Path):
         self.results_dir = Path(results_dir)
         self.reader = store.StoreReader(self.results_dir)
+        self._columns: set[tuple[str, str]] = set()
+        self._columns_version: tuple[int, int] | None = None
 
     @property
     def version(self) -> tuple[int, int]:
@@ -68,6 +70,16 @@ class Store:
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
         cols, rows = self.query(sql, params)
         return [{c: _jsonable(v) for c, v in zip(cols, r)} for r in rows]
+
+    def select(self, table: str, columns) -> str:
+        """`columns` as a select list. A snapshot written by an older version (the service never syncs it) may lack
+        columns added since: those read as NULL."""
+        version = self.version
+        if self._columns_version != version:
+            _, found = self.query("SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = 'store'")
+            self._columns = {(t, c) for t, c in found}
+            self._columns_version = version
+        return ", ".join(c if (table, c) in self._columns else f"NULL AS {c}" for c in columns)
 
 
 def _jsonable(v):
@@ -107,14 +119,15 @@ def list_runs(db: Store, filters: dict, limit: int = 10_000, offset: int = 0) ->
         if filters.get(name) is not None:
             where.append(f"{name} = ?")
             params.append(filters[name])
-    sql = (f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs"
+    sql = (f"SELECT {db.select('runs', RUN_LIST_COLUMNS)} FROM runs"
            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY started_at, run_id LIMIT ? OFFSET ?")
     return db.rows(sql, [*params, limit, offset])
 
 
 @_empty_if_no_store([])
 def recent_runs(db: Store, limit: int) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs ORDER BY updated_at DESC, run_id LIMIT ?", [limit])
+    return db.rows(f"SELECT {db.select('runs', RUN_LIST_COLUMNS)} FROM runs ORDER BY updated_at DESC, run_id LIMIT ?",
+                   [limit])
 
 
 @_empty_if_no_store([])
@@ -124,17 +137,17 @@ def status_counts(db: Store) -> list[dict]:
 
 @_empty_if_no_store([])
 def get_run(db: Store, run_id: str) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    return db.rows(f"SELECT {db.select('runs', RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
 
 
 @_empty_if_no_store([])
 def run_epochs(db: Store, run_id: str) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id])
+    return db.rows(f"SELECT {db.select('epochs', EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id])
 
 
 @_empty_if_no_store([])
 def run_confusion(db: Store, run_id: str, split: str | None = None) -> list[dict]:
-    return db.rows(f"SELECT {', '.join(CONFUSION_COLUMNS)} FROM confusion WHERE run_id = ? "
+    return db.rows(f"SELECT {db.select('confusion', CONFUSION_COLUMNS)} FROM confusion WHERE run_id = ? "
                    "AND (? IS NULL OR split = ?) ORDER BY split, true_label, predicted_label", [run_id, split, split])
 
 

@@ -167,6 +167,14 @@ def problems(docs: list[dict]) -> list[str]:
         if not any(r.get("action") == "Ignore" and any(c.get("type") == "DisruptionTarget"
                                                          for c in r.get("onPodConditions", [])) for r in rules):
             out.append(f"Job {name}: podFailurePolicy must Ignore DisruptionTarget (preemption burns no retry)")
+        if spec.get("podReplacementPolicy") != "Failed":
+            out.append(f"Job {name}: podReplacementPolicy must be Failed (a replacement pod never overlaps the old one)")
+        for c in spec["template"]["spec"]["containers"]:
+            ref = next((e.get("valueFrom", {}).get("resourceFieldRef") for e in c.get("env", [])
+                        if e["name"] == "RESNET_STUDY_CPU_REQUEST"), None)
+            if not ref or ref.get("resource") != "requests.cpu" or ref.get("containerName") != c["name"]:
+                out.append(f"Job {name} container {c['name']}: RESNET_STUDY_CPU_REQUEST must come from its own "
+                           f"requests.cpu (downward API): the run's threads")
         gpus = [c["resources"].get("limits", {}).get("nvidia.com/gpu") for c in spec["template"]["spec"]["containers"]]
         if gpus != [1]:
             out.append(f"Job {name}: limits nvidia.com/gpu must be 1 (got {gpus})")
@@ -293,6 +301,9 @@ DELETE = object()
     (mutate("Job: spec parallelism", 60), "parallelism must be 1..completions"),
     (mutate("Job: spec backoffLimitPerIndex", DELETE), "backoffLimitPerIndex is not set"),
     (mutate("Job: spec podFailurePolicy rules 0 action", "Count"), "podFailurePolicy must Ignore DisruptionTarget"),
+    (mutate("Job: spec podReplacementPolicy", "TerminatingOrFailed"), "podReplacementPolicy must be Failed"),
+    (mutate("Job: spec template spec containers 0 env 2 valueFrom resourceFieldRef resource", "limits.cpu"),
+     "RESNET_STUDY_CPU_REQUEST must come from its own requests.cpu"),
     (mutate("Job: spec template spec containers 0 resources requests memory", "8GB"), "not a quantity: '8GB'"),
     (mutate("Job: spec template spec containers 0 resources limits memory", "4Gi"), "requests.memory 8Gi exceeds"),
     (mutate("Job: spec template spec containers 0 resources limits nvidia.com/gpu", DELETE), "nvidia.com/gpu must be 1"),

@@ -21,6 +21,7 @@ import pytest
 
 from tests.helpers import CLI, ROOT, cli_env, query, run_cli
 from resnet_study.core import StudyError, store
+from resnet_study.core.lease import LEASE_NAME
 from resnet_study.core.records import RunRecord
 from resnet_study.jobs import sweep as sw
 
@@ -214,8 +215,8 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
         wait_for(lambda: (shard(results, cells[1].run_id) or {}).get("epochs_done", 0) >= 1, 120, "cell 1's epoch 1")
         states = status(spec, results)
         assert states[:2] == ["completed", "running"] and states[2] in ("missing", "running")
-        owner = json.loads((results / "runs" / cells[1].run_id / sw.OWNER_NAME).read_text())
-        assert pid_alive(owner["pid"])
+        owner = json.loads((results / "runs" / cells[1].run_id / LEASE_NAME).read_text())
+        assert pid_alive(owner["pid"])  # the cell's process holds the run's lease
     finally:
         sweep.send_signal(signal.SIGKILL)  # no handler runs: the cells die by the parent-death signal
         out = sweep.communicate(timeout=60)[0]
@@ -237,7 +238,7 @@ def test_sweep_local_killed_then_rerun_runs_only_what_was_missing(tmp_path, fash
     epochs = query(results, "SELECT run_id, count(*) AS n, count(DISTINCT epoch) AS d, max(epoch) AS last "
                             "FROM epochs GROUP BY run_id ORDER BY run_id")
     assert sorted((e["n"], e["d"], e["last"]) for e in epochs) == [(1, 1, 1), (12, 12, 12), (12, 12, 12)]
-    assert not (results / "runs" / cells[1].run_id / sw.OWNER_NAME).exists()
+    assert not (results / "runs" / cells[1].run_id / LEASE_NAME).exists()  # released at the end
 
     third = run_cli("sweep", "local", spec, "--parallel", "2", "--device", "cpu", "--results-dir", results)
     assert "3 cells; 0 to run (nothing), 3 skipped" in third.stdout

@@ -1,0 +1,152 @@
+"""`resnet-study sweep plan`: what a sweep will cost before it is launched, and how that compares after.
+
+Per cell, the expected training time is epochs x training images / throughput. The throughput is, in order:
+
+1. measured: the median img/s (train_size x epochs_done / train_seconds) of the store's completed runs of the same
+   depth on the same device name and precision;
+2. benchmarked now: a short `bench train` of this project's loop, (b), on this machine at the cell's depth and
+   augmentation, with the threads each of the parallel processes would get (only where the device is here);
+3. unknown, said so.
+
+Totals: device-hours (a cell holds one device, GPU or CPU process, for its time) and the wall-clock at the spec's
+parallelism (or --parallel), longest cells first onto the first free slot. Evaluation is not counted, as
+train_seconds does not count it. The plan is saved as RESULTS/sweep-plans/<name>.json; `sweep status` shows it
+beside each cell's actual training time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..core import store
+from ..core.config import ExperimentConfig
+from ..core.vocab import TRAIN_IMAGES
+from .sweep import Sweep
+
+PLAN_DIR = "sweep-plans"
+
+
+def train_images(cfg: ExperimentConfig) -> int:
+    """Training images per epoch: the first train_limit of the full set, less the validation split."""
+    full = TRAIN_IMAGES[cfg.dataset]
+    return min(cfg.train_limit or full, full) - cfg.val_split
+
+
+@dataclass
+class CellPlan:
+    index: int
+    run_id: str
+    layers: int
+    epochs: int
+    images: int  # epochs x training images
+    images_per_second: float | None
+    source: str
+    seconds: float | None
+
+
+def measured_rates(results_dir: Path, device_name: str | None, precision: str) -> dict[int, list[float]]:
+    """layers -> img/s of each completed run on `device_name` (None: any GPU) in `precision`."""
+    if not store.db_path(results_dir).exists():
+        return {}
+    con = store.connect_read(results_dir)
+    try:
+        rows = con.execute(
+            "SELECT layers, train_size * epochs_done / train_seconds FROM runs WHERE status = 'completed' "
+            "AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL THEN device NOT ILIKE 'cpu%' "
+            "ELSE device = ? END)", [precision, device_name, device_name]).fetchall()
+    finally:
+        con.close()
+    rates: dict[int, list[float]] = {}
+    for layers, rate in rows:
+        rates.setdefault(layers, []).append(rate)
+    return rates
+
+
+def _bench_rate(cfg: ExperimentConfig, device: str, threads: int) -> float:
+    from .bench import BenchOptions, run_bench
+
+    res = run_bench(BenchOptions(device=device, n=cfg.n, shortcut=cfg.shortcut, dataset=cfg.dataset,
+                                 augment=[cfg.augment], batch_size=cfg.batch_size, steps=6, warmup=3, rounds=1,
+                                 eval_images=1000, threads=threads, classic=False))
+    return res["pipelines"][f"b:{cfg.augment}"]["images_per_second"]
+
+
+def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: bool = True, log=print) -> dict:
+    import torch
+
+    from ..core.train import device_name, resolve_precision
+
+    dev = None  # the device here, when the plan is for this machine
+    if device == "cuda" and not torch.cuda.is_available():
+        name, precision = None, "bf16"  # a plan for a GPU elsewhere: any GPU's measured runs
+        where = "any GPU (none here)"
+    else:
+        dev = torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+        name, precision = device_name(dev), resolve_precision("auto", dev)
+        where = name
+    rates = measured_rates(results_dir, name, precision)
+    benched: dict[tuple, float] = {}
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    cells = []
+    for i, cfg in enumerate(sweep.cells):
+        images = cfg.epochs * train_images(cfg)
+        if rates.get(cfg.layers):
+            rate = statistics.median(rates[cfg.layers])
+            source = f"measured ({len(rates[cfg.layers])} run{'s' if len(rates[cfg.layers]) > 1 else ''})"
+        elif bench and dev is not None:
+            key = (cfg.n, cfg.shortcut, cfg.dataset, cfg.augment, cfg.batch_size)
+            if key not in benched:
+                log(f"no completed ResNet-{cfg.layers} run on {where} in {precision}: benchmarking it now")
+                benched[key] = _bench_rate(cfg, dev.type, threads)
+            rate, source = benched[key], "benchmarked now"
+        else:
+            rate, source = None, "unknown"
+        cells.append(CellPlan(i, cfg.run_id, cfg.layers, cfg.epochs, images, rate, source,
+                              images / rate if rate else None))
+    known = [c.seconds for c in cells if c.seconds is not None]
+    return {"spec": sweep.name, "device": where, "precision": precision, "parallel": parallel,
+            "cells": [asdict(c) for c in cells], "unknown_cells": len(cells) - len(known),
+            "device_seconds": sum(known) if len(known) == len(cells) else None,
+            "wall_seconds": _wall(known, parallel) if len(known) == len(cells) else None}
+
+
+def _wall(seconds: list[float], parallel: int) -> float:
+    """Longest first onto the first free of `parallel` slots: the sweep's wall-clock time."""
+    slots = [0.0] * max(1, parallel)
+    for s in sorted(seconds, reverse=True):
+        heapq.heappush(slots, heapq.heappop(slots) + s)
+    return max(slots)
+
+
+def save(plan_: dict, results_dir: Path) -> Path | None:
+    folder = Path(results_dir) / PLAN_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{plan_['spec']}.json"
+        store.atomic_write_bytes(path, json.dumps(plan_, indent=1).encode())
+        return path
+    except OSError:
+        return None
+
+
+def load_saved(results_dir: Path, name: str) -> dict | None:
+    try:
+        return json.loads((Path(results_dir) / PLAN_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+

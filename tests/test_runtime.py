@@ -1,0 +1,144 @@
+"""Jobs on a shared machine, in-process: the CPUs a run may use, one trainer per run (the lease), the data
+fingerprint and its cache, the source hash. The fast tier; tests/test_jobs.py runs the same as real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resnet_study.core import runtime
+from resnet_study.core.lease import LEASE_NAME, Lease, RunBusy, read_holder
+
+
+# ---------------------------------------------------------------- CPUs
+
+
+def test_cpu_budget_is_the_smallest_of_affinity_quota_and_request(monkeypatch):
+    monkeypatch.delenv(runtime.CPU_REQUEST_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    threads, why = runtime.cpu_budget()
+    assert threads == min(cores, os.cpu_count()) and why in ("affinity", "cores", "cgroup cpu.max")
+    monkeypatch.setenv(runtime.CPU_REQUEST_ENV, "0.25")  # a Kubernetes request of 250m: at least one thread
+    assert runtime.cpu_budget() == (1, "cpu request")
+    monkeypatch.setenv(runtime.CPU_REQUEST_ENV, "64")  # asking for more than the machine has gives the machine
+    assert runtime.cpu_budget()[0] == threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.default_threads() == (3, "OMP_NUM_THREADS")
+
+
+def test_affinity_limits_the_threads_of_a_process():
+    code = "from resnet_study.core import runtime; print(runtime.cpu_budget())"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", runtime.CPU_REQUEST_ENV)}
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "(1, 'affinity')", out.stderr
+
+
+def test_a_cgroup_quota_is_read_from_cpu_max(tmp_path):
+    """cgroup v2: '<quota> <period>' in cpu.max of the process's cgroup or a parent; the tightest one counts."""
+    root = tmp_path / "cgroup"
+    (root / "pod" / "ctr").mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")
+    (root / "pod" / "cpu.max").write_text("150000 100000\n")
+    (root / "pod" / "ctr" / "cpu.max").write_text("max 100000\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("0::/pod/ctr\n")
+    assert runtime.cgroup_cpu_limit(proc, root) == 1.5
+    (root / "pod" / "cpu.max").write_text("max 100000\n")
+    assert runtime.cgroup_cpu_limit(proc, root) is None
+
+
+# ---------------------------------------------------------------- the lease
+
+
+def write_lease(folder, host, pid, heartbeat_age):
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    (folder / LEASE_NAME).write_text(json.dumps({"token": "t0", "host": host, "pid": pid, "started": now - 100,
+                                                 "heartbeat": now - heartbeat_age}))
+
+
+def test_one_holder_at_a_time_and_release(tmp_path):
+    first = Lease(tmp_path, "r", log=lambda m: None).acquire()
+    holder = read_holder(tmp_path)
+    assert holder.pid == os.getpid() and holder.token == first.token
+    with pytest.raises(RunBusy, match=r"r is being trained by host .* pid \d+ .*--if-running"):
+        Lease(tmp_path, "r", log=lambda m: None).acquire(wait=False)
+    first.release()
+    assert not (tmp_path / LEASE_NAME).exists()
+    Lease(tmp_path, "r", log=lambda m: None).acquire(wait=False).release()
+
+
+def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_lease(tmp_path, socket.gethostname(), dead.pid, heartbeat_age=1)
+    said = []
+    lease = Lease(tmp_path, "r", log=said.append).acquire(wait=False)
+    assert read_holder(tmp_path).token == lease.token
+    assert "taking over the lease" in said[0] and "its holder is gone" in said[0]
+    lease.release()
+
+
+def test_another_hosts_lease_is_taken_over_only_when_its_heartbeat_is_stale(tmp_path):
+    write_lease(tmp_path, "node-7", 4242, heartbeat_age=5)
+    with pytest.raises(RunBusy, match="host node-7 pid 4242"):
+        Lease(tmp_path, "r", log=lambda m: None).acquire(wait=False)
+    write_lease(tmp_path, "node-7", 4242, heartbeat_age=600)
+    lease = Lease(tmp_path, "r", log=lambda m: None).acquire(wait=False)
+    assert read_holder(tmp_path).host == socket.gethostname()
+    lease.release()
+
+
+def test_a_waiter_says_once_who_holds_it_and_gets_it_when_released(tmp_path):
+    import threading
+
+    holder = Lease(tmp_path, "r", log=lambda m: None).acquire()
+    said, got = [], []
+    waiter = threading.Thread(target=lambda: got.append(Lease(tmp_path, "r", log=said.append).acquire()))
+    waiter.start()
+    time.sleep(1.5)
+    assert not got and len(said) == 1 and "waiting for it to finish or stop" in said[0]
+    holder.release()
+    waiter.join(timeout=10)
+    assert got and read_holder(tmp_path).token == got[0].token
+    got[0].release()
+
+
+def test_a_holder_knows_when_it_lost_the_lease(tmp_path):
+    lease = Lease(tmp_path, "r", log=lambda m: None, heartbeat_s=0.1).acquire()
+    write_lease(tmp_path, "node-9", 1, heartbeat_age=0)  # taken over by someone who presumed it dead
+    deadline = time.time() + 5
+    while not lease.lost and time.time() < deadline:
+        time.sleep(0.05)
+    assert lease.lost
+    lease.release()
+    assert read_holder(tmp_path).host == "node-9"  # its release leaves the new holder's lease alone
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def test_data_fingerprint_is_cached_beside_the_files_and_follows_their_content(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"one" * 1000)
+    b.write_bytes(b"two" * 1000)
+    first = runtime.data_fingerprint([a, b])
+    cache = tmp_path / runtime.FINGERPRINT_CACHE
+    assert json.loads(cache.read_text())["a.bin"]["sha256"] == hashlib.sha256(b"one" * 1000).hexdigest()
+    assert runtime.data_fingerprint([b, a]) == first  # order-free
+    b.write_bytes(b"two" * 999 + b"TWO")
+    assert runtime.data_fingerprint([a, b]) != first
+
+
+def test_source_hash_covers_the_three_packages():
+    files = [p for pkg in runtime.SUBPACKAGES for p in (runtime.PACKAGE_ROOT / pkg).rglob("*.py")]
+    assert len(files) > 25 and len(runtime.source_hash()) == 16

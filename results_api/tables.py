@@ -119,7 +119,7 @@ def markdown_table(header, rows, numeric_from: int = 0) -> str:
 
 def as_markdown(table: Comparison) -> str:
     header, rows = wide(table)
-    out = [markdown_table(header, rows, numeric_from=3), "", CELL_NOTE]
+    out = [markdown_table(header, rows, numeric_from=3), "", CELL_NOTE, ""]
     for source in dict.fromkeys(r.source for r in table.rows if r.source):
         out.append(f"- {source}")
     return "\n".join(out) + "\n"

@@ -241,22 +241,25 @@ def describe_cell(variant: Variant, layers: int, epochs: int) -> str:
 CellKey = tuple  # (Variant, layers, epochs)
 
 
-@_empty_if_no_store([])
-def completed_runs(db: Store, dataset: str | None = None) -> list[dict]:
-    """Every completed run with its cell fields and both metrics (test_error_pct, train_seconds)."""
-    cols = ", ".join(dict.fromkeys(("run_id", "seed", "dataset", "n", "layers", "epochs", *VARIANT_FIELDS)))
-    metrics = ", ".join(f"{sql} AS {name}" for name, sql in METRIC_SQL.items())
-    return db.rows(f"SELECT {cols}, {metrics} FROM runs WHERE status = 'completed' AND (? IS NULL OR dataset = ?) "
-                   "ORDER BY run_id", [dataset, dataset])
+@_empty_if_no_store({})
+def cell_values(db: Store, dataset: str | None = None, metric: str = "test_error_pct",
+                ) -> dict[CellKey, list[float]]:
+    """(variant, layers, epochs) -> the metric's values over the cell's completed runs (its seeds), in run-id order.
+    Grouped in SQL, so the Python side handles one row per cell, not per run."""
+    fields = ", ".join(dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
+    rows = db.rows(f"SELECT {fields}, list({METRIC_SQL[metric]} ORDER BY run_id) AS values FROM runs "
+                   f"WHERE status = 'completed' AND {METRIC_SQL[metric]} IS NOT NULL AND (? IS NULL OR dataset = ?) "
+                   "GROUP BY ALL", [dataset, dataset])
+    out: dict[CellKey, list[float]] = defaultdict(list)
+    for r in rows:
+        out[(Variant.of(r), r["layers"], r["epochs"])].extend(r["values"])
+    return dict(out)
 
 
-def group_cells(runs: list[dict], metric: str) -> dict[CellKey, list[float]]:
-    """(variant, layers, epochs) -> the metric's values over the cell's runs (its seeds)."""
-    cells: dict[CellKey, list[float]] = defaultdict(list)
-    for r in runs:
-        if r[metric] is not None:
-            cells[(Variant.of(r), r["layers"], r["epochs"])].append(r[metric])
-    return dict(cells)
+@_empty_if_no_store(0)
+def count_completed(db: Store, dataset: str | None = None) -> int:
+    return db.query("SELECT count(*) FROM runs WHERE status = 'completed' AND (? IS NULL OR dataset = ?)",
+                    [dataset, dataset])[1][0][0]
 
 
 @dataclass
@@ -286,11 +289,10 @@ def comparison(db: Store, dataset: str | None = None, metric: str | None = None,
     """The comparison table. Columns: the (layers, epochs) that hold measured runs (every published one too with
     `all_columns`, or when nothing is measured)."""
     metrics = [metric] if metric else list(METRICS)
-    runs = completed_runs(db, dataset)
     rows: list[Row] = []
     for m in metrics:
         by_variant: dict[Variant, Row] = {}
-        for (variant, layers, epochs), values in group_cells(runs, m).items():
+        for (variant, layers, epochs), values in cell_values(db, dataset, m).items():
             row = by_variant.setdefault(variant, Row("measured", variant.dataset, m, variant.label, variant=variant))
             row.cells[(layers, epochs)] = stats.summarize(values)
         rows += sorted(by_variant.values(), key=lambda r: (r.dataset, _variant_order(r.variant)))
@@ -306,7 +308,7 @@ def comparison(db: Store, dataset: str | None = None, metric: str | None = None,
         if r.kind == "reference":
             r.cells = {c: s for c, s in r.cells.items() if c in columns}
     rows = [r for r in rows if r.cells]
-    return Comparison(columns, rows, len(runs))
+    return Comparison(columns, rows, count_completed(db, dataset))
 
 
 # ---------------------------------------------------------------- comparisons: the questions a study asks
@@ -399,9 +401,8 @@ def _cell_sort(variant: Variant) -> tuple:
 
 
 def comparisons(db: Store, dataset: str | None = None, metric: str = "test_error_pct") -> list[CompareRow]:
-    cells = group_cells(completed_runs(db, dataset), metric)
     published = [p for p in published_numbers() if p.metric == metric and (dataset is None or p.dataset == dataset)]
-    return build_comparisons(cells, metric, published)
+    return build_comparisons(cell_values(db, dataset, metric), metric, published)
 
 
 # ---------------------------------------------------------------- the claims, tested
@@ -461,8 +462,8 @@ def evaluate_claim(claim: Claim, cells: dict[CellKey, list[float]]) -> Finding:
 
 def findings(db: Store) -> list[Finding]:
     """Every claim of claims.yaml, evaluated on the completed runs (Holm-adjusted within each claim)."""
-    cells = group_cells(completed_runs(db), "test_error_pct")
-    return [evaluate_claim(c, cells) for c in claims()]
+    measured = cell_values(db)
+    return [evaluate_claim(c, measured) for c in claims()]
 
 
 # ---------------------------------------------------------------- figure data

@@ -34,10 +34,10 @@ REPORT_FIGURES = tuple(name for name in figures.FIGURES if name != "confusion") 
 def published_comparison(db: queries.Store) -> list[dict]:
     """Each published test error beside the measured cells of the same experiment (data set, depth, epoch budget,
     training set, shortcut: queries.matches_published), with a one-sample test; "not measured" otherwise."""
-    cells = queries.group_cells(queries.completed_runs(db), "test_error_pct")
+    measured = queries.cell_values(db)
     out = []
     for pub in (p for p in published_numbers(anchors=True) if p.metric == "test_error_pct"):
-        matched = [(k, v) for k, v in cells.items() if queries.matches_published(pub, *k)]
+        matched = [(k, v) for k, v in measured.items() if queries.matches_published(pub, *k)]
         line = {"dataset": DATASET_TITLES.get(pub.dataset, pub.dataset), "layers": pub.layers, "epochs": pub.epochs,
                 "published": f"{pub.value:.2f}", "source": pub.source, "training set":
                 "full" if pub.val_split == 0 else f"{pub.val_split} held out"}

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import StudyError, classic, data
+from ..core import StudyError, classic, data, runtime
 from ..core.config import ExperimentConfig
 from ..core.model import param_count, resnet
 from ..core.train import (EVAL_BATCH, device_name, evaluate, make_optimizer, now, resolve_device, resolve_precision,
@@ -94,16 +94,6 @@ def _peak_rss_mb() -> float | None:
 
 def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------- data
@@ -320,7 +310,7 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
         "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
         "device": device_name(device), "device_type": device.type, "precision": precision,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{runtime.cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
         "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
         "load_avg_1min_rounds": round_loads,

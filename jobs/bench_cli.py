@@ -28,6 +28,15 @@ app = typer.Typer(help="Benchmarks that print figures (training throughput, API 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
+def _emit(res: dict, report, as_json: bool, save: Optional[Path]) -> None:
+    """The results, with the command that produced them: as a table or JSON, and saved as JSON with --save."""
+    res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1) if as_json else report(res))
+
+
 @app.command("train")
 def bench_train(
     device: str = Device,
@@ -69,11 +78,7 @@ def bench_train(
                         precision=precision,
                         classic=classic, seed=seed, data_dir=data_dir)
     res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
-    if save:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1) if as_json else format_report(res))
+    _emit(res, format_report, as_json, save)
 
 
 @app.command("runs")
@@ -108,11 +113,7 @@ def bench_runs(
     args += ["--test-limit", str(test_limit)] if test_limit else []
     args += ["--data-dir", str(data_dir)] if data_dir else []
     res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    res["command"] = " ".join(["resnet-study", *sys.argv[1:]])
-    if save:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1) if as_json else runs_report(res))
+    _emit(res, runs_report, as_json, save)
 
 
 @app.command("api")

@@ -138,3 +138,24 @@ def test_kill_9_at_random_moments(tmp_path, fashion_mnist_available):
     rows = query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch")
     assert rows == [{"epoch": e, "copies": 1} for e in (1, 2, 3, 4)]
     assert query(results, "SELECT status FROM runs") == [{"status": "completed"}]
+
+
+def test_an_old_results_dir_is_resumed_and_extended(old_store, fashion_mnist_available):
+    """A results dir written by 0.1.0 (tests/fixtures/): its interrupted run resumes from 0.1.0's checkpoint, a new
+    run joins it, and the 8 completed runs are untouched."""
+    completed = query(old_store, "SELECT run_id, test_error, train_seconds FROM runs WHERE status = 'completed' "
+                                 "ORDER BY run_id")
+    args = ["train", "--n", "1", "--dataset", "fashion-mnist", "--epochs", "3", "--train-limit", "500",
+            "--test-limit", "200", "--device", "cpu", "--progress", "json", "--results-dir", old_store]
+    resumed = run_cli(*args, "--seed", "7")
+    assert "resuming after epoch 1" in resumed.stderr and "completed 3 epochs" in resumed.stderr
+    run_cli(*args, "--seed", "8")
+    runs = query(old_store, "SELECT run_id, seed, status, epochs_done, source_hash FROM runs WHERE seed >= 7 "
+                            "ORDER BY seed")
+    assert [(r["seed"], r["status"], r["epochs_done"]) for r in runs] == [(7, "completed", 3), (8, "completed", 3)]
+    assert all(r["source_hash"] for r in runs)  # the new columns, filled by the new code
+    epochs = query(old_store, f"SELECT epoch, source_hash FROM epochs WHERE run_id = '{runs[0]['run_id']}' "
+                              "ORDER BY epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[0]["source_hash"] is None  # epoch 1: 0.1.0's
+    assert query(old_store, "SELECT run_id, test_error, train_seconds FROM runs WHERE status = 'completed' AND "
+                            "seed < 7 ORDER BY run_id") == completed

@@ -109,7 +109,7 @@ def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figu
     fig, axes = _new(len(datasets), width=7.4)
     for ax, ds in zip(axes, datasets):
         lines = _lines([p for p in points if p["dataset"] == ds])
-        variants = sorted({k[0] for k in lines}, key=lambda v: (not v.is_paper_recipe, v.label))
+        variants = sorted({k[0] for k in lines}, key=queries.variant_order)
         colours = _colours(k[1] for k in lines)
         shown = []
         for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),
@@ -198,7 +198,7 @@ def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
     fig, axes = _new(len(datasets), width=7.4)
     for ax, ds in zip(axes, datasets):
         lines = _lines([p for p in points if p["dataset"] == ds])
-        variants = sorted({k[0] for k in lines}, key=lambda v: (not v.is_paper_recipe, v.label))
+        variants = sorted({k[0] for k in lines}, key=queries.variant_order)
         colours = _colours((k[1], k[2]) for k in lines)
         shown, seconds = [], []
         for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),

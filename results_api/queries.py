@@ -280,7 +280,7 @@ class Comparison:
     runs_counted: int
 
 
-def _variant_order(v: Variant) -> tuple:
+def variant_order(v: Variant) -> tuple:
     return (not v.is_paper_recipe, v.label)
 
 
@@ -295,7 +295,7 @@ def comparison(db: Store, dataset: str | None = None, metric: str | None = None,
         for (variant, layers, epochs), values in cell_values(db, dataset, m).items():
             row = by_variant.setdefault(variant, Row("measured", variant.dataset, m, variant.label, variant=variant))
             row.cells[(layers, epochs)] = stats.summarize(values)
-        rows += sorted(by_variant.values(), key=lambda r: (r.dataset, _variant_order(r.variant)))
+        rows += sorted(by_variant.values(), key=lambda r: (r.dataset, variant_order(r.variant)))
         for ref in reference_rows():
             if ref.metric == m and (dataset is None or ref.dataset == dataset):
                 rows.append(Row("reference", ref.dataset, m, ref.label, source=ref.source,
@@ -397,7 +397,7 @@ def build_comparisons(cells: dict[CellKey, list[float]], metric: str, published:
 
 
 def _cell_sort(variant: Variant) -> tuple:
-    return (variant.dataset, _variant_order(variant))
+    return (variant.dataset, variant_order(variant))
 
 
 def comparisons(db: Store, dataset: str | None = None, metric: str = "test_error_pct") -> list[CompareRow]:

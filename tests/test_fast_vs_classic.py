@@ -1,7 +1,7 @@
 """The fast loop learns what the classic pipeline learns: same model, recipe, subset, seed; test error within 1 point.
 
 The fast side is `resnet-study train` (device-resident data, batched per-sample augmentation, channels_last, foreach
-SGD), in fp32 and in bf16 autocast; the classic side is core.bench.classic_train (torchvision's FashionMNIST class,
+SGD), in fp32 and in bf16 autocast; the classic side is core.classic.classic_train (torchvision's FashionMNIST class,
 per-sample PIL transforms, a DataLoader, default memory format and optimizer, fp32). All three run at once, one
 thread each.
 

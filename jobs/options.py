@@ -11,9 +11,8 @@ from typing import Optional
 
 import typer
 
-from ..core import StudyError
 from ..core.store import default_results_dir
-from ..core.vocab import DEVICES, PRECISIONS
+from ..core.vocab import DEVICES, PRECISIONS, check_choice
 
 ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
                           help="Results store directory (shards + results.duckdb).")
@@ -44,9 +43,9 @@ def results_dir_or_default(results_dir: Optional[Path]) -> Path:
 
 
 def check_option(option: str, value: Optional[str], choices: tuple[str, ...]) -> None:
-    """A one-line error naming the option when `value` (if given) is not one of `choices`."""
-    if value is not None and value not in choices:
-        raise StudyError(f"{option}: use {', '.join(choices)} (got {value!r})")
+    """core.vocab.check_choice for an option that may be left out (None): one wording for every choice error."""
+    if value is not None:
+        check_choice(option, option.removeprefix("--").replace("-", " "), value, choices)
 
 
 def print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:

@@ -43,11 +43,12 @@ demo: venv system-deps-demo
 	$(BIN)/resnet-study results table --dataset fashion-mnist --results-dir $(DEMO_RESULTS)
 	$(BIN)/resnet-study results compare --results-dir $(DEMO_RESULTS)
 
+# Every run ends with its 25 slowest tests, so a slow test shows in every log (CI adds a time budget: .ci/run).
 test: venv system-deps-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: venv system-deps-test
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" --durations=10
 
 bench: venv system-deps-demo
 	$(BIN)/resnet-study bench train --device cpu --n 3 --dataset fashion-mnist

@@ -8,11 +8,36 @@ or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
     model.py      ResNet-(6n+2), shortcut A | B | none
     data.py       CIFAR-10 and Fashion-MNIST on disk -> uint8 tensors on the device, batched loader
     augment.py    per-sample batched augmentation presets (paper, report, none)
-    train.py      one experiment: schedule, loop, evaluation, checkpoint/resume
+    train.py      one run: the recipe's schedule, the step, evaluation, its checkpoint (mid-epoch too) and record
+    cell.py       a cell: all seeds of one experiment trained in one process, from one copy of the data set;
+                  leases, resume and clean stops per run
     classic.py    the classic PIL/DataLoader pipeline: the scientific control the fast loop is checked against
     store.py      per-run shards, the results.duckdb snapshot, the read side
 """
 
 
+EXIT_USER_ERROR = 2  # a mistake the user must fix (bad option, bad spec, corrupt data): retrying cannot help
+EXIT_BUSY = 3  # --if-running exit, and another process trains every run asked for
+EXIT_RETRY = 75  # EX_TEMPFAIL: a condition that may pass by itself (data not there yet, no GPU visible, lease lost)
+EXIT_SIGTERM, EXIT_SIGINT = 143, 130  # stopped cleanly on a signal, every run checkpointed: resumable
+
+
 class StudyError(Exception):
-    """A problem the user can fix (bad input, missing data, unwritable dir): shown as one line, exit code 2."""
+    """A problem the user can fix (bad input, corrupt data, unwritable dir): shown as one line, exit code 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class RetryLater(StudyError):
+    """A problem that may pass without anybody fixing anything (the data set not yet on the volume, no GPU visible
+    on this node, the run's lease taken over): one line, exit code 75, which a Kubernetes Job retries."""
+
+    exit_code = EXIT_RETRY
+
+
+class Stopped(Exception):
+    """Training stopped on SIGTERM / SIGINT after checkpointing every run (mid-epoch): exit 143 / 130."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -100,7 +100,7 @@ def classic_loader(dataset, batch_size: int, workers: int, device: torch.device,
 
 
 def classic_optimizer(model, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """The recipe's SGD in the optimizer's default implementation (core.train.make_optimizer uses foreach)."""
+    """The recipe's SGD in the optimizer's default implementation (core.train.make_optimizer uses the fused one)."""
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -139,9 +139,9 @@ def classic_train(cfg: ExperimentConfig, *, data_dir: Path | None = None, device
                   workers: int = 2) -> dict:
     """Train `cfg` with the classic pipeline; returns {"test_error", "train_seconds"}.
 
-    The same model, initial weights (torch.manual_seed(cfg.seed) before building it, as core.train.run), recipe
+    The same model, initial weights (torch.manual_seed(cfg.seed) before building it, as core.train.Run), recipe
     (cfg.lr_at per epoch), train/test subsets (first train_limit / test_limit images) and normalisation as
-    core.train.run. No validation split."""
+    core.train.Run. No validation split."""
     dev = resolve_device(device)
     train, test, _ = data.load(cfg.dataset, data_dir)
     train, test = train.head(cfg.train_limit), test.head(cfg.test_limit)

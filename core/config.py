@@ -5,7 +5,11 @@ e<epochs>-s<seed>`; the hash is the first 10 hex digits of the SHA-256 of the id
 Every field of `ExperimentConfig` is an identity field unless it is declared with `NOT_IDENTITY` (none is today):
 a field added later changes the run id of the experiments that set it, so two different experiments never share an
 id, and the same command finds the same run again (resume). Where and how to run (device, precision, threads, data
-dir, results dir, progress) are `core.train.RunOptions`, not fields here.
+dir, results dir, progress, how many seeds train together) are `RunOptions`, not fields of the experiment: they
+never change a run id.
+
+A *run* is one seed of one experiment (one `ExperimentConfig`, one run id); a *cell* is all seeds of one
+experiment (`cell_fields()` equal, seeds different), trained together in one process by `core.cell`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .vocab import Augment, Dataset, Shortcut, layers
+from . import StudyError
+from .vocab import Augment, Dataset, Device, Precision, Shortcut, layers
 
 NOT_IDENTITY = {"identity": False}  # Field(..., json_schema_extra=NOT_IDENTITY): recorded, but not in the run id
 
@@ -30,22 +39,25 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n: int = Field(3, ge=1, le=500, description="blocks per stack; the net has 6n+2 layers")
-    shortcut: Shortcut = "A"
-    dataset: Dataset = "cifar10"
-    epochs: int = Field(20, ge=1, le=10_000)
-    augment: Augment = "paper"
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    lr: float = Field(0.1, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0, lt=1)
-    milestones: list[int] = Field(default_factory=list, description="epochs after which lr is divided by 10")
-    warmup_epochs: int = Field(0, ge=0)
-    val_split: int = Field(0, ge=0)
-    train_limit: int | None = Field(None, ge=1)
-    test_limit: int | None = Field(None, ge=1)
-    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    n: int = Field(3, ge=1, le=500, description="Blocks per stack: ResNet-(6n+2). n=3,5,7,9,18 give "
+                                                 "ResNet-20/32/44/56/110.")
+    shortcut: Shortcut = Field("A", description="A (zero-pad identity), B (1x1 projection) or none (plain net).")
+    dataset: Dataset = Field("cifar10", description="cifar10 or fashion-mnist.")
+    epochs: int = Field(20, ge=1, le=10_000, description="Epoch budget; the lr schedule scales with it.")
+    augment: Augment = Field("paper", description="paper (pad+crop+flip), report (the original study's), none.")
+    seed: int = Field(0, ge=0, description="Seeds init, data order, augmentation and the validation split.")
+    batch_size: int = Field(128, ge=1, le=65_536, description="Training batch size.")
+    lr: float = Field(0.1, gt=0, le=10, description="Initial learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(1e-4, ge=0, lt=1, description="SGD weight decay (L2).")
+    milestones: list[int] = Field(default_factory=list, description="Epochs after which lr /= 10, e.g. 82,123 "
+                                                                    "(default: 50 % and 75 % of the epochs).")
+    warmup_epochs: int = Field(0, ge=0, description="Train the first K epochs at lr/10 (the paper's n=18 warm-up).")
+    val_split: int = Field(0, ge=0, description="Hold out K training images, stratified (paper: 5000).")
+    train_limit: int | None = Field(None, ge=1, description="Use only the first K training images.")
+    test_limit: int | None = Field(None, ge=1, description="Use only the first K test images.")
+    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                 description="Label for the run id (letters, digits, . _ -).")
 
     @field_validator("milestones")
     @classmethod
@@ -97,3 +109,70 @@ class ExperimentConfig(BaseModel):
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         label = self.run_name or f"resnet{self.layers}{self.shortcut}-{self.dataset}-e{self.epochs}-s{self.seed}"
         return f"{label}-{digest}"
+
+
+    def with_seed(self, seed: int) -> "ExperimentConfig":
+        """The same experiment with another seed: another run of the same cell."""
+        return ExperimentConfig.model_validate({**self.model_dump(), "seed": seed})
+
+
+def same_cell(configs: list[ExperimentConfig]) -> bool:
+    """Whether the configs are runs of one cell: equal in every cell field."""
+    first = {f: getattr(configs[0], f) for f in ExperimentConfig.cell_fields()}
+    return all({f: getattr(c, f) for f in ExperimentConfig.cell_fields()} == first for c in configs)
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """`0,1,2`, a range `0-4` (both ends included), or both (`0-2,7`) -> distinct seeds >= 0, in the order given."""
+    example = f"write {option} 0,1,2 or a range such as {option} 0-4"
+    parts = [p for p in text.replace(" ", "").split(",")]
+    if not text.strip() or any(p == "" for p in parts):
+        raise StudyError(f"{option}: no seed in {text!r}; {example}")
+    seeds: list[int] = []
+    for part in parts:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            hint = " (seeds are >= 0)" if part.startswith("-") else ""
+            raise StudyError(f"{option}: cannot read {part!r}{hint}; {example}")
+        low, high = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if high < low:
+            raise StudyError(f"{option}: the range {part!r} runs backwards; write {option} {high}-{low}")
+        seeds += range(low, high + 1)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise StudyError(f"{option}: seed {repeated[0]} is given twice; list each seed once, e.g. {option} "
+                         f"{','.join(map(str, dict.fromkeys(seeds)))}")
+    return seeds
+
+
+ProgressMode = Literal["auto", "bar", "json"]
+IfRunning = Literal["wait", "exit"]
+
+
+class RunOptions(BaseModel):
+    """Where and how to run: never part of a run's identity (a run trained on a GPU, in bf16, inside a cell of 8
+    is the same run as one trained alone on a CPU in fp32). One object for `train`, `sweep run` and `sweep local`;
+    jobs/options.py makes the command-line options from these fields and turns the object back into an argv."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+    precision: Precision = Field("auto", description="auto, fp32 or bf16: auto is bf16 autocast on CUDA and on "
+                                                     "CPUs with Intel AMX, else fp32.")
+    threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads (default: OMP_NUM_THREADS, else "
+                                                            "the CPUs this process may use: the smallest of the "
+                                                            "affinity mask, the cgroup CPU quota and the "
+                                                            "Kubernetes CPU request). Recorded per run.")
+    compile: bool = Field(False, description="torch.compile the model (pays on long GPU runs).")
+    if_running: IfRunning = Field("wait", description="When another process already trains a run: wait for it "
+                                                      "(then resume or report it completed), or exit (leave it; "
+                                                      "code 3 if nothing was trained).")
+    strict_resume: bool = Field(False, description="Refuse (exit 2) to resume a checkpoint made by other code or "
+                                                   "on other data; without it the change is logged and recorded "
+                                                   "per epoch.")
+    download: bool = Field(False, description="Allow a torchvision download into --data-dir.")
+    progress: ProgressMode = Field("auto", description="auto (bar on a terminal, JSON lines otherwise), bar or "
+                                                       "json.")
+    data_dir: Optional[Path] = Field(None, description="Data sets in torchvision's layouts: cifar-10-batches-py/, "
+                                                       "FashionMNIST/raw/.")
+    results_dir: Optional[Path] = Field(None, description="Results store directory (shards + results.duckdb).")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import StudyError
+from . import RetryLater, StudyError
 from . import augment as aug
 from .vocab import CLASS_NAMES, DATASETS, check_choice
 
@@ -41,20 +41,36 @@ def default_data_dir() -> Path:
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    """Images and labels of one split. `index` (int64, or None for every row) says which rows of `images` the split
+    is: a validation split or a limit is an index, never a copy, so the runs of a cell share one copy of the data
+    set's images while each keeps its own training / validation rows."""
+
+    images: torch.Tensor  # uint8 (N, 3, 32, 32), possibly shared with other splits
     labels: torch.Tensor  # int64 (N,)
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) if self.index is None else len(self.index)
 
     def head(self, k: int | None) -> "Split":
-        return self if k is None else Split(self.images[:k], self.labels[:k])
+        if k is None:
+            return self
+        if self.index is None:
+            return Split(self.images[:k], self.labels[:k])  # views
+        return Split(self.images, self.labels, self.index[:k])
 
     def take(self, idx: torch.Tensor) -> "Split":
-        return Split(self.images[idx], self.labels[idx])
+        return Split(self.images, self.labels, idx if self.index is None else self.index[idx])
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of the split's rows `idx` (positions within the split), gathered."""
+        i = idx if self.index is None else self.index[idx]
+        return self.images[i], self.labels[i]
 
     def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        """On `device`; the same tensors when they are there already (so splits that share images still do)."""
+        return Split(self.images.to(device), self.labels.to(device),
+                     None if self.index is None else self.index.to(device))
 
 
 @dataclass
@@ -85,7 +101,7 @@ def load_cifar10(data_dir: Path) -> tuple[Split, Split, list[str]]:
     files = [root / name for name in CIFAR10_FILES]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise StudyError(
+        raise RetryLater(
             f"CIFAR-10 not found: {root} lacks {', '.join(missing)}; put torchvision's cifar-10-batches-py/ there "
             f"(--data-dir or RESNET_STUDY_DATA), or add --download to fetch it"
         )
@@ -129,7 +145,7 @@ def fashion_mnist_files(data_dir: Path) -> list[Path]:
     paths = [next((f / name for f in folders for name in (stem, stem + ".gz") if (f / name).is_file()), None)
              for stem in FASHION_MNIST_STEMS]
     if None in paths:
-        raise StudyError(
+        raise RetryLater(
             f"Fashion-MNIST not found in {folders[0]} or {folders[1]}; install it with "
             f"'apt-get install dataset-fashion-mnist', put torchvision's FashionMNIST/raw/ under --data-dir, "
             f"or add --download"
@@ -212,25 +228,38 @@ def stratified_split(labels: torch.Tensor, k: int, seed: int) -> tuple[torch.Ten
 def prepare(name: str, data_dir: Path | None = None, *, download: bool = False, train_limit: int | None = None,
             test_limit: int | None = None, val_split: int = 0, seed: int = 0) -> DataSet:
     train, test, classes = load(name, data_dir, download)
-    train, test = train.head(train_limit), test.head(test_limit)
+    return select(DataSet(name, classes, train, test), train_limit=train_limit, test_limit=test_limit,
+                  val_split=val_split, seed=seed)
+
+
+def select(full: DataSet, *, train_limit: int | None = None, test_limit: int | None = None, val_split: int = 0,
+           seed: int = 0) -> DataSet:
+    """One run's view of a loaded data set: the first `train_limit` / `test_limit` images, less a stratified
+    validation split chosen by `seed`. Indices into `full`'s tensors, no copies: the runs of a cell share them."""
+    train, test = full.train.head(train_limit), full.test.head(test_limit)
     val = None
     if val_split:
         if val_split >= len(train):
             raise StudyError(
                 f"--val-split {val_split} leaves no training images ({len(train)} available); use a smaller split"
             )
-        tr_idx, val_idx = stratified_split(train.labels, val_split, seed)
-        train, val = train.take(tr_idx), train.take(val_idx)
-    return DataSet(name, classes, train, test, val)
+        labels = train.labels if train.index is None else train.labels[train.index]
+        tr_idx, val_idx = stratified_split(labels.cpu(), val_split, seed)
+        train, val = train.take(tr_idx.to(labels.device)), train.take(val_idx.to(labels.device))
+    return DataSet(full.name, full.classes, train, test, val)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over a uint8 split, as fractions of 255.
+def channel_stats(split: "Split | torch.Tensor") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over a uint8 split (or images tensor), as fractions of 255.
 
     Exact: from a 256-bin histogram per channel (integer counts, chunked), so no float copy of the split is made."""
-    counts = torch.zeros(images.shape[1], 256, dtype=torch.float64)
-    for chunk in images.split(8192):
-        for c in range(images.shape[1]):
+    if isinstance(split, torch.Tensor):
+        split = Split(split, torch.empty(len(split), dtype=torch.int64, device=split.device))
+    counts = torch.zeros(split.images.shape[1], 256, dtype=torch.float64)
+    positions = torch.arange(len(split), device=split.images.device)
+    for chunk_idx in positions.split(8192):
+        chunk = split.rows(chunk_idx)[0]
+        for c in range(chunk.shape[1]):
             counts[c] += torch.bincount(chunk[:, c].reshape(-1), minlength=256).cpu().double()
     values = torch.arange(256, dtype=torch.float64) / 255
     total = counts.sum(1)
@@ -242,9 +271,12 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class DeviceLoader:
     """Batches of one split, resident on `device`: shuffled and augmented (training) or in order and untouched.
 
-    Yields (normalised float32 images in channels_last, int64 labels). All randomness comes from `generator`, which
-    lives on the device, so a checkpoint of its state resumes the exact sequence. Nothing here synchronises with
-    the device: the order, the gather, the augmentation and the normalisation are all queued device ops.
+    Batch k of an epoch is `batch(order, k)` with `order = self.order()`: every batch but the last has
+    `batch_size` images, the last the rest (its own shape: a captured CUDA graph needs one per shape). Yields
+    (normalised float32 images in channels_last, int64 labels). All randomness comes from `generator`, which lives
+    on the device, so a checkpoint of its state (and of the epoch's order) resumes the exact sequence, mid-epoch
+    too. Nothing here synchronises with the device: the order, the gather, the augmentation and the normalisation
+    are all queued device ops.
     """
 
     def __init__(self, split: Split, batch_size: int, mean: torch.Tensor, std: torch.Tensor, *, device,
@@ -265,10 +297,17 @@ class DeviceLoader:
         arithmetic over channels_last with 3 channels innermost is several times slower."""
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
-    def __iter__(self):
+    def order(self) -> torch.Tensor:
+        """The epoch's order of the split's rows: a permutation drawn from the generator, or 0..N-1."""
         n = len(self.split)
-        order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
-                 else torch.arange(n, device=self.device))
-        for idx in order.split(self.batch_size):
-            x = aug.apply(self.augment, self.split.images[idx], self.generator)
-            yield self.normalise(x), self.split.labels[idx]
+        return (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
+                else torch.arange(n, device=self.device))
+
+    def batch(self, order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.split.rows(order[k * self.batch_size:(k + 1) * self.batch_size])
+        return self.normalise(aug.apply(self.augment, images, self.generator)), labels
+
+    def __iter__(self):
+        order = self.order()
+        for k in range(len(self)):
+            yield self.batch(order, k)

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import StudyError
+from . import EXIT_BUSY, StudyError
 
 LEASE_NAME = "lease.json"
 HEARTBEAT_S = 10.0
@@ -78,7 +78,9 @@ def _read_holder_at(path: Path) -> Holder | None:
 
 
 class RunBusy(StudyError):
-    """Another live process holds the run's lease (and the caller asked not to wait)."""
+    """Another live process holds the run's lease (and the caller asked not to wait): exit code 3."""
+
+    exit_code = EXIT_BUSY
 
 
 class Lease:
@@ -125,17 +127,31 @@ class Lease:
                 pass  # a third process holds it now; the one we displaced will see it lost the lease
         tomb.unlink(missing_ok=True)
 
-    def acquire(self, wait: bool = True) -> "Lease":
+    def holder(self) -> Holder | None:
+        """Who holds the lease now (None: nobody, or it is being rewritten)."""
+        return read_holder(self.folder)
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free or its holder is gone; False at once if a live process holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        told = False
         while not self._try_create():
             holder = read_holder(self.folder)
             if holder is None:
                 time.sleep(POLL_S / 5)
                 continue
-            if not holder.alive(self.stale_s):
-                self.log(f"{self.run_id}: taking over the lease of {holder.describe()}: its holder is gone")
-                self._take_over(holder)
+            if holder.alive(self.stale_s):
+                return False
+            self.log(f"{self.run_id}: taking over the lease of {holder.describe()}: its holder is gone")
+            self._take_over(holder)
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
+        self._thread.start()
+        return True
+
+    def acquire(self, wait: bool = True) -> "Lease":
+        told = False
+        while not self.try_acquire():
+            holder = read_holder(self.folder)
+            if holder is None:
                 continue
             if not wait:
                 raise RunBusy(f"{self.run_id} is being trained by {holder.describe()}; not waiting (--if-running "
@@ -144,8 +160,6 @@ class Lease:
                 self.log(f"{self.run_id}: being trained by {holder.describe()}; waiting for it to finish or stop")
                 told = True
             time.sleep(POLL_S)
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
-        self._thread.start()
         return self
 
     def _beat(self) -> None:

@@ -41,6 +41,8 @@ class _RunOutcome(BaseModel):
     finished_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
     device: Optional[str] = Field(None, description="the GPU's name, or the CPU's model and cores")
+    cell_runs: Optional[int] = Field(None, description="runs trained together in this run's process (its cell's "
+                                                       "seeds; 1: alone)")
     precision: Optional[str] = Field(None, description="fp32 or bf16 (autocast)")
     threads: Optional[int] = Field(None, description="intra-op CPU threads (core.runtime.default_threads)")
     torch_version: Optional[str] = None
@@ -132,6 +134,14 @@ class Shard(BaseModel):
     run: RunRecord
     epochs: list[EpochRecord] = []
     confusion: list[ConfusionRecord] = []
+
+
+def upgrade_run_row(row: dict) -> dict:
+    """A `runs` row as this version writes it. Before 0.2 a run stopped by Ctrl-C / SIGTERM was stored as failed
+    with a KeyboardInterrupt message; it is an interrupted (resumable) run."""
+    if row.get("status") == "failed" and (row.get("error_message") or "").startswith("KeyboardInterrupt"):
+        return {**row, "status": "interrupted"}
+    return row
 
 
 # ---------------------------------------------------------------- the DuckDB schema, derived

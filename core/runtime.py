@@ -69,14 +69,15 @@ def cgroup_cpu_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
     return min(limits) if limits else None
 
 
-def cpu_budget() -> tuple[int, str]:
-    """(threads, why): the CPUs this process may use, from its affinity mask, cgroup quota and CPU request."""
+def cpu_budget(proc_cgroup: Path = Path("/proc/self/cgroup"), cgroup_root: Path = Path("/sys/fs/cgroup"),
+               ) -> tuple[int, str]:
+    """(CPUs, why): the CPUs this process may use, from its affinity mask, cgroup quota and CPU request."""
     found = {"cores": os.cpu_count() or 1}
     try:
         found["affinity"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
-    quota = cgroup_cpu_limit()
+    quota = cgroup_cpu_limit(proc_cgroup, cgroup_root)
     if quota is not None:
         found["cgroup cpu.max"] = max(1, math.ceil(quota))
     request = os.environ.get(CPU_REQUEST_ENV, "").strip()
@@ -87,6 +88,12 @@ def cpu_budget() -> tuple[int, str]:
             pass
     source = min(found, key=lambda k: (found[k], k != "cpu request"))
     return found[source], source
+
+
+def thread_budget(processes: int = 1, **where) -> int:
+    """Intra-op threads for each of `processes` processes that share this process's CPUs (cpu_budget): what
+    `sweep local`, `sweep plan` and `bench runs` give the processes they start. The one place it is computed."""
+    return max(1, cpu_budget(**where)[0] // max(1, processes))
 
 
 def default_threads() -> tuple[int, str]:

@@ -41,7 +41,7 @@ import duckdb
 
 from . import StudyError
 from .lease import pid_alive
-from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard
+from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard, upgrade_run_row
 
 DB_NAME = "results.duckdb"
 RUNS_DIR = "runs"
@@ -94,9 +94,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def read_shard(results_dir: Path, run_id: str) -> Shard | None:
     path = run_dir(results_dir, run_id) / SHARD_NAME
     try:
-        return Shard.model_validate_json(path.read_bytes())
+        raw = json.loads(path.read_bytes())
     except (FileNotFoundError, NotADirectoryError):
         return None
+    raw["run"] = upgrade_run_row(raw["run"])
+    return Shard.model_validate(raw)
+
+
+def write_checkpoint(results_dir: Path, run_id: str, data: bytes) -> None:
+    """The run's checkpoint (torch.save's bytes), replaced atomically: a reader sees the old one or the new one."""
+    folder = run_dir(results_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / CHECKPOINT_NAME, data)
+
+
+def read_checkpoint(results_dir: Path, run_id: str) -> bytes | None:
+    try:
+        return (run_dir(results_dir, run_id) / CHECKPOINT_NAME).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def has_checkpoint(results_dir: Path, run_id: str) -> bool:
+    return (run_dir(results_dir, run_id) / CHECKPOINT_NAME).is_file()
 
 
 def write_shard(results_dir: Path, run: RunRecord, epochs: list[EpochRecord], confusion: list[ConfusionRecord],
@@ -246,7 +266,7 @@ def _apply_shards(con: duckdb.DuckDBPyConnection, results_dir: Path) -> bool:
             shard = json.loads((run_dir(results_dir, rid) / SHARD_NAME).read_text())
         except (FileNotFoundError, ValueError):
             continue  # replaced or removed while we looked: the next sync sees the new version
-        rows["runs"].append(shard["run"])
+        rows["runs"].append(upgrade_run_row(shard["run"]))
         rows["epochs"] += shard.get("epochs", [])
         rows["confusion"] += shard.get("confusion", [])
         stats.append((rid, *on_disk[rid]))

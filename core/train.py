@@ -1,33 +1,39 @@
-"""One experiment: the paper's training recipe (He et al. §4.2), evaluation, checkpoint and resume.
+"""One run: the paper's training recipe (He et al. §4.2), its step, evaluation, checkpoint and record.
 
-    resnet-study train --n 3 --dataset fashion-mnist --epochs 20
+    resnet-study train --n 3 --dataset fashion-mnist --epochs 20               # one run
+    resnet-study train --n 3 --dataset fashion-mnist --epochs 20 --seeds 0-2   # a cell: core/cell.py
 
 - SGD, momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 after each milestone epoch (default 50 % and 75 % of
   the run: every epoch budget is its own run with its own schedule), batch 128, cross-entropy.
 - The model that is reported is the model after the last epoch. The test set never chooses anything: when a
   validation split is held out (`--val-split 5000`, the paper's 45k/5k), it is evaluated every epoch too.
-- After every epoch: a checkpoint (model, optimizer, epoch, RNG states, the epoch rows so far), then the run's shard
-  in the results store. The same command again resumes from the checkpoint; the shard is rebuilt from the
-  checkpoint's rows, so a `kill -9` at any moment leaves exactly one row per epoch after the re-run.
+- After every epoch: a checkpoint (model, optimizer, generator, epoch, the epoch rows so far), then the run's shard
+  in the results store. On SIGTERM / SIGINT the cell finishes the current step and checkpoints mid-epoch (the
+  epoch's order, the position in it and the partial sums too), so the run resumes at that step and ends exactly as
+  if it had never stopped. A `kill -9` at any moment leaves exactly one row per epoch after the re-run.
 - Hot path: data resident on the device as uint8, batched per-sample augmentation there, channels_last, bf16
-  autocast where the hardware computes in bf16 (`--precision auto`: CUDA, and CPUs with AMX), metrics accumulated
-  on the device and read once per epoch.
+  autocast where the hardware computes in bf16 (`--precision auto`: CUDA, and CPUs with AMX), the lr a device
+  tensor updated in place, metrics summed on the device and read once per epoch: no host synchronisation inside a
+  step, so a step can be captured as a CUDA graph and replayed.
+
+`Run` holds all of one run's state (model, optimizer, generator, loaders, position, sums, rows, record, lease), so
+a cell (core/cell.py) is a list of them advanced in turn.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import StudyError, data, runtime, store
-from .config import ExperimentConfig
+from . import RetryLater, StudyError, data, runtime, store
+from .config import ExperimentConfig, RunOptions
 from .lease import Lease
 from .model import param_count, resnet
 from .records import ConfusionRecord, EpochRecord, RunRecord
@@ -41,7 +47,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise StudyError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+        raise RetryLater("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(device)
 
 
@@ -59,7 +65,7 @@ def now() -> datetime:
 
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 in hardware (Intel AMX, Sapphire Rapids and later): there oneDNN runs the
-    convolutions under bf16 autocast about 1.6x faster than fp32 (docs/benchmarks.md); elsewhere bf16 is emulated."""
+    convolutions under bf16 autocast much faster than fp32 (docs/benchmarks.md); elsewhere bf16 is emulated."""
     try:
         return bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
@@ -88,19 +94,41 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """The paper's SGD with momentum and weight decay; foreach: one multi-tensor kernel per update instead of a loop
-    over ~65 parameter tensors. The lr is set per epoch (`cfg.lr_at`)."""
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           foreach=True)
+def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig, lr: torch.Tensor) -> torch.optim.Optimizer:
+    """The paper's SGD with momentum and weight decay. Fused: one kernel per update that reads the lr from a device
+    tensor, which the schedule changes in place (`lr.fill_`): a float lr would be frozen into a captured CUDA
+    graph, and the foreach path reads a tensor lr back to the host every step."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           fused=True)
 
 
-# ---------------------------------------------------------------- one epoch, evaluation
+def set_lr(optimizer: torch.optim.Optimizer, lr: torch.Tensor) -> None:
+    """Point every param group at the run's lr tensor (after load_state_dict, which puts back the saved value: a
+    float in checkpoints written before 0.2)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
-def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32", on_step=None,
-                    ) -> tuple[float, float, float, int]:
-    """Returns (mean loss, error fraction, seconds, images). One host<->device sync, at the end."""
+# ---------------------------------------------------------------- the step, evaluation
+
+
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str, loss_sum: torch.Tensor,
+               wrong: torch.Tensor) -> None:
+    """One SGD step on (x, y); adds the batch's summed loss and its wrong predictions to the device-side sums.
+    Queues device work only: nothing here waits for the device."""
+    with autocast(x.device, precision):
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    loss_sum += loss.detach().float() * len(y)
+    wrong += (out.argmax(1) != y).sum()
+
+
+def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32") -> tuple[float, float, float, int]:
+    """Every batch of `loader` through `train_step`: (mean loss, error fraction, seconds, images). One sync, at the
+    end. (The benchmark harness times the step with it; a cell advances its runs batch by batch instead.)"""
     model.train()
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.long)
@@ -108,17 +136,8 @@ def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32", o
     synchronize(device)
     start = time.perf_counter()
     for x, y in loader:
-        with autocast(device, precision):
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().float() * len(y)
-        wrong += (out.argmax(1) != y).sum()
+        train_step(model, optimizer, x, y, precision, loss_sum, wrong)
         seen += len(y)
-        if on_step:
-            on_step()
     synchronize(device)
     seconds = time.perf_counter() - start
     return loss_sum.item() / seen, wrong.item() / seen, seconds, seen
@@ -140,201 +159,222 @@ def evaluate(model, loader, device, precision: str = "fp32") -> tuple[float, flo
     return loss_sum.item() / total, 1 - confusion.diag().sum().item() / total, confusion
 
 
-# ---------------------------------------------------------------- progress: a bar on a terminal, JSON lines otherwise
-
-
-class Progress:
-    def __init__(self, run_id: str, epochs: int, steps: int, mode: str = "auto"):
-        self.run_id, self.epochs, self.steps = run_id, epochs, steps
-        self.bar = None
-        if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-                TimeElapsedColumn
-
-            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(run_id, total=epochs * steps, info="")
-
-    def resume_at(self, epoch: int) -> None:
-        if self.bar:
-            self.bar.update(self.task, completed=epoch * self.steps)
-
-    def step(self) -> None:
-        if self.bar:
-            self.bar.advance(self.task)
-
-    def epoch(self, row: EpochRecord) -> None:
-        if self.bar:
-            val = f" val {row.val_error:.2%}" if row.val_error is not None else ""
-            self.bar.update(self.task, info=f"epoch {row.epoch}/{self.epochs}: train {row.train_error:.2%} "
-                                            f"test {row.test_error:.2%}{val} {row.images_per_second:.0f} img/s")
-        else:
-            print(row.model_dump_json(), flush=True)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
-
-
-# ---------------------------------------------------------------- the experiment
+# ---------------------------------------------------------------- one run's state
 
 
 @dataclass
-class RunOptions:
-    """Where and how to run: not part of the run's identity."""
+class Setting:
+    """What the runs of one process share: where they run, in what precision, and what produced them."""
 
-    results_dir: Path
-    data_dir: Path | None = None
-    device: str = "auto"
-    download: bool = False
-    progress: str = "auto"  # auto | bar | json
-    compile: bool = False
-    precision: str = "auto"  # auto | fp32 | bf16
-    threads: int | None = None  # intra-op CPU threads; None: core.runtime.default_threads()
-    if_running: str = "wait"  # another process trains this run: wait for it, or exit (core.lease)
-    strict_resume: bool = False  # refuse to resume a run on other code or data than its checkpoint's
+    opts: RunOptions
+    results_dir: object  # a Path (core.store)
+    device: torch.device
+    precision: str
+    threads: int
+    provenance: dict
+    cell_runs: int
+    log: object
 
 
 class LeaseLost(Exception):
-    """Another process took this run over (this one was presumed dead): stop without writing anything more."""
+    """Another process took this run over (this one was presumed dead): stop it without writing anything more."""
+
+
+class Run:
+    """One seed of one experiment being trained: everything it needs in one object.
+
+    `begin_epoch()`, then `step()` until `steps_left()` is 0, then `end_epoch()`; `finish()` after the last epoch.
+    `stop()` writes a mid-epoch checkpoint and marks the run interrupted. Every run has its own generator (data
+    order, augmentation), its own initial weights (torch.manual_seed(seed) right before the model is built) and its
+    own validation split and normalisation statistics, so a run trained inside a cell is the run `train --seed s`
+    makes."""
+
+    def __init__(self, cfg: ExperimentConfig, ds: data.DataSet, setting: Setting, lease: Lease):
+        self.cfg, self.run_id, self.ds, self.setting, self.lease = cfg, cfg.run_id, ds, setting, lease
+        device = setting.device
+        torch.manual_seed(cfg.seed)
+        self.model = resnet(cfg.n, cfg.shortcut).to(device, memory_format=torch.channels_last)
+        self.step_model = torch.compile(self.model) if setting.opts.compile else self.model
+        self.lr = torch.tensor(cfg.lr_at(1), device=device)
+        self.optimizer = make_optimizer(self.model, cfg, self.lr)
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        mean, std = data.channel_stats(ds.train)
+        self.loader = data.DeviceLoader(ds.train, cfg.batch_size, mean, std, device=device, augment=cfg.augment,
+                                        shuffle=True, generator=self.generator)
+        self.test_loader = data.DeviceLoader(ds.test, EVAL_BATCH, mean, std, device=device)
+        self.val_loader = data.DeviceLoader(ds.val, EVAL_BATCH, mean, std, device=device) if ds.val else None
+        self.loss_sum = torch.zeros((), device=device)
+        self.wrong = torch.zeros((), device=device, dtype=torch.long)
+        self.rows: list[EpochRecord] = []
+        self.order: torch.Tensor | None = None  # this epoch's order of the training rows
+        self.position = 0  # batches of this epoch done
+        self.seconds = 0.0  # this epoch's training time so far (earlier processes included)
+        self._clock: float | None = None
+        self.steps_here = 0  # steps trained by this process
+        self.record = self._restore()
+
+    # -------- checkpoint and resume
+
+    def _restore(self) -> RunRecord:
+        results_dir, opts, log = self.setting.results_dir, self.setting.opts, self.setting.log
+        previous = store.read_shard(results_dir, self.run_id)
+        raw = store.read_checkpoint(results_dir, self.run_id)
+        if raw is not None:
+            ckpt = torch.load(io.BytesIO(raw), map_location=self.setting.device, weights_only=False)
+            self.rows = [EpochRecord.model_validate(r) for r in ckpt["rows"]]
+            _check_resume(self.run_id, self.rows[-1] if self.rows else None, self.setting.provenance,
+                          opts.strict_resume, log)
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            set_lr(self.optimizer, self.lr)
+            self.generator.set_state(ckpt["generator"].cpu())
+            partial = ckpt.get("partial")
+            if partial:
+                self.order = partial["order"].to(self.setting.device)
+                self.position, self.seconds = partial["position"], partial["seconds"]
+                self.loss_sum.fill_(partial["loss_sum"])
+                self.wrong.fill_(partial["wrong"])
+                log(f"{self.run_id}: resuming epoch {ckpt['epoch'] + 1} at step {self.position} of "
+                    f"{len(self.loader)}")
+            else:
+                log(f"{self.run_id}: resuming after epoch {ckpt['epoch']}")
+        record = RunRecord(
+            run_id=self.run_id, **self.cfg.model_dump(exclude={"milestones"}),
+            milestones=",".join(map(str, self.cfg.milestones)), layers=self.cfg.layers,
+            train_size=len(self.ds.train), val_size=len(self.ds.val) if self.ds.val else 0,
+            test_size=len(self.ds.test), params=param_count(self.model), status="running",
+            epochs_done=len(self.rows),
+            started_at=previous.run.started_at if previous and previous.run.started_at else now(), updated_at=now(),
+            device=device_name(self.setting.device), cell_runs=self.setting.cell_runs,
+            precision=self.setting.precision, threads=self.setting.threads,
+            train_seconds=sum(r.epoch_seconds for r in self.rows), config=self.cfg.model_dump_json(),
+            **self.setting.provenance,
+        )
+        if self.rows:
+            _set_final(record, self.rows[-1])
+        return record
+
+    def _checkpoint(self, mid_epoch: bool) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": len(self.rows), "rows": [r.model_dump() for r in self.rows],
+                 "generator": self.generator.get_state(), "config": self.cfg.model_dump()}
+        if mid_epoch:
+            state["partial"] = {"order": self.order.cpu(), "position": self.position, "seconds": self.seconds,
+                                "loss_sum": self.loss_sum.item(), "wrong": self.wrong.item()}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        store.write_checkpoint(self.setting.results_dir, self.run_id, buffer.getvalue())
+
+    def write_shard(self, confusion: list[ConfusionRecord] | None = None) -> None:
+        self.record.updated_at = now()
+        store.write_shard(self.setting.results_dir, self.record, self.rows, confusion or [])
+
+    # -------- the epoch
+
+    @property
+    def epoch(self) -> int:
+        """The epoch being trained (1-based)."""
+        return len(self.rows) + 1
+
+    def done(self) -> bool:
+        return len(self.rows) >= self.cfg.epochs
+
+    def begin_epoch(self) -> None:
+        """Set the epoch's lr (in place) and, unless resuming mid-epoch, draw its order and zero its sums."""
+        self.lr.fill_(self.cfg.lr_at(self.epoch))
+        if self.order is None:
+            self.order = self.loader.order()
+            self.position, self.seconds = 0, 0.0
+            self.loss_sum.zero_()
+            self.wrong.zero_()
+        self.model.train()
+        self._clock = time.perf_counter()
+
+    def steps_left(self) -> int:
+        return len(self.loader) - self.position
+
+    def step(self) -> None:
+        """The epoch's next batch: the last one of an epoch has its own (shorter) shape."""
+        x, y = self.loader.batch(self.order, self.position)
+        train_step(self.step_model, self.optimizer, x, y, self.setting.precision, self.loss_sum, self.wrong)
+        self.position += 1
+        self.steps_here += 1
+
+    def stop_clock(self) -> None:
+        """Add the time since the clock started to this epoch's (call after the device has caught up)."""
+        if self._clock is not None:
+            self.seconds += time.perf_counter() - self._clock
+            self._clock = None
+
+    def end_epoch(self) -> EpochRecord:
+        """Evaluate, then the epoch's row, checkpoint and shard (in that order: a row is only ever stored with the
+        checkpoint that produced it)."""
+        self.stop_clock()
+        seen = len(self.ds.train)
+        train_loss, train_error = self.loss_sum.item() / seen, self.wrong.item() / seen
+        precision, device = self.setting.precision, self.setting.device
+        test_loss, test_error, _ = evaluate(self.model, self.test_loader, device, precision)
+        val_loss, val_error = (evaluate(self.model, self.val_loader, device, precision)[:2] if self.val_loader
+                               else (None, None))
+        prov = self.setting.provenance
+        row = EpochRecord(run_id=self.run_id, epoch=self.epoch, lr=self.cfg.lr_at(self.epoch), train_loss=train_loss,
+                          train_error=train_error, test_loss=test_loss, test_error=test_error, val_loss=val_loss,
+                          val_error=val_error, epoch_seconds=self.seconds, images_per_second=seen / self.seconds,
+                          source_hash=prov["source_hash"], data_fingerprint=prov["data_fingerprint"])
+        if self.lease.lost:
+            raise LeaseLost(self.run_id)
+        self.rows.append(row)
+        self.order = None
+        self._checkpoint(mid_epoch=False)
+        self.record.epochs_done = len(self.rows)
+        self.record.train_seconds = sum(r.epoch_seconds for r in self.rows)
+        _set_final(self.record, row)
+        self.write_shard()
+        return row
+
+    def finish(self) -> RunRecord:
+        """The finished model's confusion matrices, and the run completed."""
+        precision, device, classes = self.setting.precision, self.setting.device, self.ds.classes
+        _, _, test_cm = evaluate(self.model, self.test_loader, device, precision)
+        confusion = _confusion_rows(self.run_id, "test", test_cm, classes)
+        if self.val_loader:
+            confusion += _confusion_rows(self.run_id, "val", evaluate(self.model, self.val_loader, device,
+                                                                      precision)[2], classes)
+        self.record.status, self.record.finished_at = "completed", now()
+        self.write_shard(confusion)
+        self.setting.log(
+            f"{self.run_id}: completed {self.cfg.epochs} epochs in {self.record.train_seconds:.1f} s of training "
+            f"({self.steps_here} steps in this process); test error {self.record.test_error:.4f}"
+            + (f", val error {self.record.val_error:.4f}" if self.val_loader else ""))
+        return self.record
+
+    def stop(self, why: str) -> None:
+        """Stopped by a signal: checkpoint where it is (mid-epoch, if it is), mark the run interrupted."""
+        self.stop_clock()
+        if self.lease.lost:
+            return
+        if self.order is not None or self.rows:
+            # mid-epoch whenever the epoch's order was drawn: the generator has moved past it
+            self._checkpoint(mid_epoch=self.order is not None)
+        self.record.status, self.record.error_message = "interrupted", why
+        self.write_shard()
+        where = (f"epoch {self.epoch} at step {self.position} of {len(self.loader)}" if self.order is not None
+                 else f"after epoch {len(self.rows)}")
+        self.setting.log(f"{self.run_id}: stopped ({why}) {where}, checkpoint written "
+                         f"({self.steps_here} steps in this process)")
+
+    def fail(self, error: BaseException) -> None:
+        if self.lease.lost:
+            return
+        self.record.status = "failed"
+        self.record.error_message = f"{type(error).__name__}: {error}"[:2000]
+        self.write_shard()
+
 
 def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[ConfusionRecord]:
     return [ConfusionRecord(run_id=run_id, split=split, true_label=t, predicted_label=p, true_class=classes[t],
                             predicted_class=classes[p], count=int(matrix[t, p]))
             for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)]
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _completed(results_dir: Path, cfg: ExperimentConfig, log) -> RunRecord | None:
-    previous = store.read_shard(results_dir, cfg.run_id)
-    if previous and previous.run.status == "completed":
-        log(f"{cfg.run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
-            f"nothing to do")
-        return previous.run
-    return None
-
-
-def run(cfg: ExperimentConfig, opts: RunOptions, log=print) -> RunRecord:
-    """Train (or resume, or skip if finished) one experiment; returns its `runs` record. One process at a time
-    trains a run (core.lease); a second one waits for it, then finds the run completed or resumes it."""
-    results_dir = Path(opts.results_dir)
-    if done := _completed(results_dir, cfg, log):
-        return done
-
-    # Everything that can fail because of the user's input fails here, before the store holds anything.
-    store.ensure_writable(results_dir)
-    device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
-    threads = opts.threads or runtime.default_threads()[0]
-    torch.set_num_threads(threads)
-    ds = data.prepare(cfg.dataset, opts.data_dir, download=opts.download, train_limit=cfg.train_limit,
-                      test_limit=cfg.test_limit, val_split=cfg.val_split, seed=cfg.seed)
-    provenance = runtime.provenance(torch, device, data.data_files(cfg.dataset, opts.data_dir))
-
-    with Lease(store.run_dir(results_dir, cfg.run_id), cfg.run_id, log=log).acquire(opts.if_running == "wait") as lease:
-        if done := _completed(results_dir, cfg, log):  # finished by the process this one waited for
-            return done
-        return _train(cfg, opts, ds, device, precision, threads, provenance, lease, log)
-
-
-def _train(cfg: ExperimentConfig, opts: RunOptions, ds: data.DataSet, device: torch.device, precision: str,
-           threads: int, provenance: dict, lease: Lease, log) -> RunRecord:
-    results_dir, run_id = Path(opts.results_dir), cfg.run_id
-    previous = store.read_shard(results_dir, run_id)
-    torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = resnet(cfg.n, cfg.shortcut).to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    mean, std = data.channel_stats(ds.train.images)
-    train_loader = data.DeviceLoader(ds.train, cfg.batch_size, mean, std, device=device, augment=cfg.augment,
-                                     shuffle=True, generator=generator)
-    test_loader = data.DeviceLoader(ds.test, EVAL_BATCH, mean, std, device=device)
-    val_loader = data.DeviceLoader(ds.val, EVAL_BATCH, mean, std, device=device) if ds.val else None
-    step_model = torch.compile(model) if opts.compile else model
-
-    ckpt_path = store.run_dir(results_dir, run_id) / store.CHECKPOINT_NAME
-    rows: list[EpochRecord] = []
-    start_epoch = 1
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        rows = [EpochRecord.model_validate(r) for r in ckpt["rows"]]
-        _check_resume(run_id, rows[-1] if rows else None, provenance, opts.strict_resume, log)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"].cpu())
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        start_epoch = ckpt["epoch"] + 1
-        log(f"{run_id}: resuming after epoch {ckpt['epoch']}")
-
-    record = RunRecord(
-        run_id=run_id, **cfg.model_dump(exclude={"milestones"}), milestones=",".join(map(str, cfg.milestones)),
-        layers=cfg.layers, train_size=len(ds.train), val_size=len(ds.val) if ds.val else 0, test_size=len(ds.test),
-        params=param_count(model), status="running", epochs_done=len(rows),
-        started_at=previous.run.started_at if previous and previous.run.started_at else now(), updated_at=now(),
-        device=device_name(device), precision=precision, threads=threads,
-        train_seconds=sum(r.epoch_seconds for r in rows), config=cfg.model_dump_json(), **provenance,
-    )
-    if rows:
-        _set_final(record, rows[-1])
-    store.write_shard(results_dir, record, rows, [])
-
-    progress = Progress(run_id, cfg.epochs, len(train_loader), opts.progress)
-    progress.resume_at(start_epoch - 1)
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            lr = cfg.lr_at(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            train_loss, train_error, seconds, images = train_one_epoch(step_model, train_loader, optimizer, device,
-                                                                       precision, progress.step)
-            test_loss, test_error, _ = evaluate(model, test_loader, device, precision)
-            val_loss, val_error = evaluate(model, val_loader, device, precision)[:2] if val_loader else (None, None)
-            row = EpochRecord(run_id=run_id, epoch=epoch, lr=lr, train_loss=train_loss, train_error=train_error,
-                              test_loss=test_loss, test_error=test_error, val_loss=val_loss, val_error=val_error,
-                              epoch_seconds=seconds, images_per_second=images / seconds,
-                              source_hash=provenance["source_hash"], data_fingerprint=provenance["data_fingerprint"])
-            if lease.lost:
-                raise LeaseLost(run_id)
-            rows.append(row)
-            _save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "rows": [r.model_dump() for r in rows], "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(),
-            })
-            record.epochs_done, record.updated_at = epoch, now()
-            record.train_seconds = sum(r.epoch_seconds for r in rows)
-            _set_final(record, row)
-            store.write_shard(results_dir, record, rows, [])
-            progress.epoch(row)
-    except LeaseLost:
-        raise StudyError(f"{run_id}: another process took this run over; stopped without writing") from None
-    except BaseException as e:
-        record.status, record.updated_at = "failed", now()
-        record.error_message = f"{type(e).__name__}: {e}"[:2000]
-        store.write_shard(results_dir, record, rows, [])
-        raise
-    finally:
-        progress.close()
-
-    _, _, test_cm = evaluate(model, test_loader, device, precision)
-    confusion = _confusion_rows(run_id, "test", test_cm, ds.classes)
-    if val_loader:
-        confusion += _confusion_rows(run_id, "val", evaluate(model, val_loader, device, precision)[2], ds.classes)
-    record.status, record.finished_at, record.updated_at = "completed", now(), now()
-    store.write_shard(results_dir, record, rows, confusion)
-    log(f"{run_id}: completed {cfg.epochs} epochs in {record.train_seconds:.1f} s of training; "
-        f"test error {record.test_error:.4f}" + (f", val error {record.val_error:.4f}" if val_loader else ""))
-    return record
 
 
 def _check_resume(run_id: str, last: EpochRecord | None, provenance: dict, strict: bool, log) -> None:
@@ -355,3 +395,41 @@ def _set_final(record: RunRecord, last: EpochRecord) -> None:
     """A run's final metrics are its last epoch's: the test set never picks an epoch."""
     record.train_error, record.test_loss, record.test_error = last.train_error, last.test_loss, last.test_error
     record.val_loss, record.val_error = last.val_loss, last.val_error
+
+
+# ---------------------------------------------------------------- progress: a bar on a terminal, JSON lines otherwise
+
+
+class Progress:
+    """One bar per run on a terminal (`--progress bar`), else one JSON line per finished epoch per run."""
+
+    def __init__(self, runs: list[Run], mode: str = "auto"):
+        self.bar, self.tasks = None, {}
+        if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                TimeElapsedColumn
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self.bar.start()
+            for r in runs:
+                steps = len(r.loader)
+                self.tasks[r.run_id] = self.bar.add_task(r.run_id, total=r.cfg.epochs * steps, info="",
+                                                         completed=len(r.rows) * steps + r.position)
+
+    def step(self, run: Run) -> None:
+        if self.bar:
+            self.bar.advance(self.tasks[run.run_id])
+
+    def epoch(self, run: Run, row: EpochRecord) -> None:
+        if self.bar:
+            val = f" val {row.val_error:.2%}" if row.val_error is not None else ""
+            self.bar.update(self.tasks[run.run_id],
+                            info=f"epoch {row.epoch}/{run.cfg.epochs}: train {row.train_error:.2%} "
+                                 f"test {row.test_error:.2%}{val} {row.images_per_second:.0f} img/s")
+        else:
+            print(row.model_dump_json(), flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()

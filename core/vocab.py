@@ -15,7 +15,7 @@ Shortcut = Literal["A", "B", "none"]  # He et al. §3.3: A = zero-padded identit
 Augment = Literal["paper", "report", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
-Status = Literal["running", "completed", "failed"]
+Status = Literal["running", "completed", "interrupted", "failed"]  # interrupted: stopped on a signal, resumable
 
 DATASETS: tuple[str, ...] = get_args(Dataset)
 SHORTCUTS: tuple[str, ...] = get_args(Shortcut)

@@ -157,7 +157,8 @@ class ModelOnly(Pipeline):
     def __init__(self, model, device, precision: str, batch_size: int, compile: str | None):
         self.name, self.label = "a", f"model-only (synthetic batch on device, {precision})"
         self.model = torch.compile(model, mode=compile) if compile else model
-        self.device, self.precision, self.optimizer = device, precision, make_optimizer(model, RECIPE)
+        self.device, self.precision = device, precision
+        self.optimizer = make_optimizer(model, RECIPE, torch.tensor(RECIPE.lr, device=device))
         g = torch.Generator(device=device).manual_seed(1)
         self.x = torch.randn(batch_size, 3, 32, 32, device=device, generator=g).contiguous(
             memory_format=torch.channels_last)
@@ -172,9 +173,10 @@ class ThisLoop(Pipeline):
     def __init__(self, model, device, precision: str, bd: BenchData, batch_size: int, augment: str,
                  compile: str | None, seed: int):
         self.name, self.label = f"b:{augment}", f"this loop (DeviceLoader, augment {augment}, {precision})"
-        self.raw_model = model  # evaluation runs the eager model, as core.train.run does
+        self.raw_model = model  # evaluation runs the eager model, as core.train.Run does
         self.model = torch.compile(model, mode=compile) if compile else model
-        self.device, self.precision, self.optimizer = device, precision, make_optimizer(model, RECIPE)
+        self.device, self.precision = device, precision
+        self.optimizer = make_optimizer(model, RECIPE, torch.tensor(RECIPE.lr, device=device))
         g = torch.Generator(device=device).manual_seed(seed)
         self.loader = data.DeviceLoader(bd.train, batch_size, bd.mean, bd.std, device=device, augment=augment,
                                         shuffle=True, generator=g)

@@ -4,6 +4,7 @@
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json > bench.json
     resnet-study bench train --device cpu --n 18 --no-classic --steps 5 --rounds 1   # ResNet-110 memory check
     resnet-study bench runs --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
+    resnet-study bench cells --device cpu --runs 1,2,4,8             # K processes against one cell of K runs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
 
 What `bench train` measures, and how, is in jobs/bench.py; `bench runs` in jobs/bench_runs.py; `bench api` in
@@ -102,18 +103,51 @@ def bench_runs(
     wall time per P. How many runs to pack on a GPU; whether concurrent runs share CPU cores gracefully."""
     from .bench_runs import bench_runs as run_levels, format_report as runs_report
 
+    levels = _levels(processes, "--processes")
+    args = _train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir)
+    res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    _emit(res, runs_report, as_json, save)
+
+
+@app.command("cells")
+def bench_cells(
+    runs: str = typer.Option("1,2,4,8", help="Runs per level (K), comma-separated."),
+    device: str = Device,
+    n: int = typer.Option(3, help="Blocks per stack of every run."),
+    dataset: str = typer.Option("fashion-mnist", help="cifar10 or fashion-mnist."),
+    epochs: int = typer.Option(3, help="Epochs per run (the first is left out of the throughput)."),
+    train_limit: Optional[int] = typer.Option(None, help="Training images per run [default: all]."),
+    test_limit: Optional[int] = typer.Option(None, help="Test images per run [default: all]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """For K = each level: K separate `train` processes at once against one `train --seeds 0..K-1` process (a
+    cell): img/s in all and per run, wall time, peak memory."""
+    from .bench_runs import bench_cells as run_cells, format_cells_report
+
+    levels = _levels(runs, "--runs")
+    res = run_cells(_train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir), levels,
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    _emit(res, format_cells_report, as_json, save)
+
+
+def _levels(text: str, option: str) -> list[int]:
     try:
-        levels = [int(p) for p in processes.split(",") if p.strip()]
+        levels = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise StudyError(f"--processes takes comma-separated counts, e.g. 1,2,4 (got {processes!r})") from None
+        raise StudyError(f"{option} takes comma-separated counts, e.g. 1,2,4 (got {text!r})") from None
     if not levels or min(levels) < 1:
-        raise StudyError(f"--processes takes counts >= 1, e.g. 1,2,4 (got {processes!r})")
+        raise StudyError(f"{option} takes counts >= 1, e.g. 1,2,4 (got {text!r})")
+    return levels
+
+
+def _train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir) -> list[str]:
     args = ["--device", device, "--n", str(n), "--dataset", dataset, "--epochs", str(epochs)]
     args += ["--train-limit", str(train_limit)] if train_limit else []
     args += ["--test-limit", str(test_limit)] if test_limit else []
     args += ["--data-dir", str(data_dir)] if data_dir else []
-    res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    _emit(res, runs_report, as_json, save)
+    return args
 
 
 @app.command("api")

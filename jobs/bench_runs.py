@@ -1,7 +1,9 @@
-"""`resnet-study bench runs`: whole `train` processes sharing one machine, P at a time, as a sweep runs them.
+"""`resnet-study bench runs|cells`: whole `train` processes sharing one machine, P at a time, as a sweep runs them;
+and K separate processes against one cell of K runs in one process.
 
     resnet-study bench runs --device cuda --processes 1,2,4,8       # runs per GPU: the packing `sweep local` uses
     resnet-study bench runs --device cpu --processes 3 --sequential  # do 3 runs at once beat 3 in a row?
+    resnet-study bench cells --device cpu --runs 1,2,4,8            # K processes vs `train --seeds 0..K-1`
 
 For each P: P identical `resnet-study train` processes (seeds 0..P-1, one results dir) start together; the figure is
 the wall time until the last ends, and the aggregate training throughput: the sum over processes of their
@@ -9,6 +11,10 @@ steady-state img/s (the median over epochs after the first, whose time holds cuD
 `--sequential` also runs the same P trainings one after another, for the time a queue of one would take.
 With `share_cores` (the default, as `sweep local` does) each of the P processes gets OMP_NUM_THREADS = cores / P;
 without it each takes its own default, as P plain `train` commands started by hand would.
+
+`bench cells` runs, for each K, the K processes at once as above and then one `train --seeds 0..K-1` process (the
+same K runs as a cell, with all the cores): img/s in all and per run, wall time, and peak memory (the sum of the
+processes' peak RSS; the cell's own peak RSS), from the kernel's rusage of each process.
 """
 
 from __future__ import annotations
@@ -22,35 +28,96 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..core import runtime
 
-def _train_command(args: list[str], seed: int, results_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "resnet_study.jobs", "train", *args, "--seed", str(seed), "--progress", "json",
+
+def _train_command(args: list[str], seeds: list[int], results_dir: Path) -> list[str]:
+    seed_args = ["--seed", str(seeds[0])] if len(seeds) == 1 else ["--seeds", ",".join(map(str, seeds))]
+    return [sys.executable, "-m", "resnet_study.jobs", "train", *args, *seed_args, "--progress", "json",
             "--results-dir", str(results_dir)]
 
 
+def _finish(proc: subprocess.Popen) -> tuple[str, str, float]:
+    """(stdout, stderr, peak RSS in MB) of a finished process, from the kernel's rusage of it."""
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"train exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
+    return out, err, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def _steady_rates(out: str) -> dict[str, float]:
+    """run id -> the median img/s of its epochs after the first (the first holds warm-up and autotuning)."""
+    by_run: dict[str, list[dict]] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            by_run.setdefault(row["run_id"], []).append(row)
+    return {rid: statistics.median([r["images_per_second"] for r in rows[1:]] or
+                                   [r["images_per_second"] for r in rows]) for rid, rows in by_run.items()}
+
+
 def _run_together(args: list[str], seeds: list[int], results_dir: Path, env: dict) -> dict:
+    """One process per seed, all at once."""
     start = time.perf_counter()
-    procs = [subprocess.Popen(_train_command(args, s, results_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen(_train_command(args, [s], results_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for s in seeds]
-    outputs = [p.communicate() for p in procs]
+    finished = [_finish(p) for p in procs]
     wall = time.perf_counter() - start
-    rates, epochs = [], []
-    for p, (out, err) in zip(procs, outputs):
-        if p.returncode:
-            raise RuntimeError(f"train exited {p.returncode}: {err.strip().splitlines()[-1:]}")
-        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        steady = [r["images_per_second"] for r in rows[1:]] or [r["images_per_second"] for r in rows]
-        rates.append(statistics.median(steady))
-        epochs.append([r["epoch_seconds"] for r in rows])
+    rates = [next(iter(_steady_rates(out).values())) for out, _, _ in finished]
     return {"processes": len(seeds), "wall_seconds": wall, "aggregate_images_per_second": sum(rates),
-            "per_process_images_per_second": rates, "epoch_seconds": epochs}
+            "per_process_images_per_second": rates, "peak_rss_mb": sum(rss for _, _, rss in finished)}
+
+
+def _run_cell(args: list[str], seeds: list[int], results_dir: Path, env: dict) -> dict:
+    """The same seeds as one cell: one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(_train_command(args, seeds, results_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    out, _, rss = _finish(proc)
+    rates = list(_steady_rates(out).values())
+    return {"runs": len(seeds), "wall_seconds": time.perf_counter() - start,
+            "aggregate_images_per_second": sum(rates), "per_run_images_per_second": rates, "peak_rss_mb": rss}
 
 
 def _env(processes: int | None) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if processes:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+        env["OMP_NUM_THREADS"] = str(runtime.thread_budget(processes))
     return env
+
+
+def bench_cells(train_args: list[str], runs: list[int], log=print) -> dict:
+    """For each K: K separate processes at once (cores / K threads each), then one cell of the K runs."""
+    levels = []
+    with tempfile.TemporaryDirectory(prefix="resnet-study-bench-cells-") as tmp:
+        for k in runs:
+            level = {"runs": k, "processes": _run_together(train_args, list(range(k)), Path(tmp) / f"processes-{k}",
+                                                           _env(k)),
+                     "cell": _run_cell(train_args, list(range(k)), Path(tmp) / f"cell-{k}", _env(1))}
+            levels.append(level)
+            log(format_cell_level(level))
+    return {"bench": "cells", "train_args": train_args, "levels": levels}
+
+
+def format_cell_level(level: dict) -> str:
+    p, c = level["processes"], level["cell"]
+    return (f"{level['runs']} runs: {level['runs']} processes {p['wall_seconds']:.1f} s, "
+            f"{p['aggregate_images_per_second']:.0f} img/s, {p['peak_rss_mb']:.0f} MB; one cell "
+            f"{c['wall_seconds']:.1f} s, {c['aggregate_images_per_second']:.0f} img/s, {c['peak_rss_mb']:.0f} MB")
+
+
+def format_cells_report(res: dict) -> str:
+    lines = [f"train {' '.join(res['train_args'])}", "",
+             f"{'runs':>4}  {'as':<9} {'wall s':>7} {'img/s in all':>13} {'img/s per run':>14} {'peak RSS MB':>12}"]
+    for lv in res["levels"]:
+        for name, key, per in (("processes", "processes", "per_process_images_per_second"),
+                               ("one cell", "cell", "per_run_images_per_second")):
+            m = lv[key]
+            lines.append(f"{lv['runs']:>4}  {name:<9} {m['wall_seconds']:>7.1f} {m['aggregate_images_per_second']:>13.0f} "
+                         f"{statistics.mean(m[per]):>14.0f} {m['peak_rss_mb']:>12.0f}")
+    return "\n".join(lines)
 
 
 def bench_runs(train_args: list[str], processes: list[int], sequential: bool = False, share_cores: bool = True,

@@ -1,9 +1,12 @@
 """`resnet-study sweep plan`: what a sweep will cost before it is launched, and how that compares after.
 
-Per cell, the expected training time is epochs x training images / throughput. The throughput is, in order:
+A cell (all seeds of one experiment) trains its runs together in one process, so its expected training time is
+its runs' images (epochs x training images, summed over its seeds) / the device's throughput. The throughput is,
+in order:
 
-1. measured: the median img/s (train_size x epochs_done / train_seconds) of the store's completed runs of the same
-   depth on the same device name and precision;
+1. measured: the median device img/s of the store's completed runs of the same depth on the same device name and
+   precision: train_size x epochs_done / train_seconds of the run, times the runs that trained beside it in its
+   process (cell_runs), preferring runs from cells of the same size;
 2. benchmarked now: a short `bench train` of this project's loop, (b), on this machine at the cell's depth and
    augmentation, with the threads each of the parallel processes would get (only where the device is here);
 3. unknown, said so.
@@ -18,12 +21,11 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core import store
+from ..core import runtime, store
 from ..core.config import ExperimentConfig
 from ..core.vocab import TRAIN_IMAGES
 from .sweep import Sweep
@@ -38,33 +40,49 @@ def train_images(cfg: ExperimentConfig) -> int:
 
 
 @dataclass
-class CellPlan:
-    index: int
+class RunPlan:
     run_id: str
-    layers: int
-    epochs: int
+    seed: int
     images: int  # epochs x training images
-    images_per_second: float | None
-    source: str
     seconds: float | None
 
 
-def measured_rates(results_dir: Path, device_name: str | None, precision: str) -> dict[int, list[float]]:
-    """layers -> img/s of each completed run on `device_name` (None: any GPU) in `precision`."""
+@dataclass
+class CellPlan:
+    index: int
+    seeds: list[int]
+    layers: int
+    epochs: int
+    images: int  # of all its runs
+    images_per_second: float | None  # the device's, all runs together
+    source: str
+    seconds: float | None
+    runs: list[RunPlan]
+
+
+def measured_rates(results_dir: Path, device_name: str | None, precision: str) -> dict[int, list[tuple[int, float]]]:
+    """layers -> [(cell size, device img/s)] of each completed run on `device_name` (None: any GPU) in
+    `precision`."""
     if not store.db_path(results_dir).exists():
         return {}
     con = store.connect_read(results_dir)
     try:
         rows = con.execute(
-            "SELECT layers, train_size * epochs_done / train_seconds FROM runs WHERE status = 'completed' "
-            "AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL THEN device NOT ILIKE 'cpu%' "
-            "ELSE device = ? END)", [precision, device_name, device_name]).fetchall()
+            "SELECT layers, coalesce(cell_runs, 1), train_size * epochs_done / train_seconds * coalesce(cell_runs, 1) "
+            "FROM runs WHERE status = 'completed' AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL "
+            "THEN device NOT ILIKE 'cpu%' ELSE device = ? END)", [precision, device_name, device_name]).fetchall()
     finally:
         con.close()
-    rates: dict[int, list[float]] = {}
-    for layers, rate in rows:
-        rates.setdefault(layers, []).append(rate)
+    rates: dict[int, list[tuple[int, float]]] = {}
+    for layers, cell_runs, rate in rows:
+        rates.setdefault(layers, []).append((cell_runs, rate))
     return rates
+
+
+def _measured(rates: list[tuple[int, float]], cell_runs: int) -> tuple[float, str]:
+    same = [r for k, r in rates if k == cell_runs]
+    chosen = same or [r for _, r in rates]
+    return statistics.median(chosen), f"measured ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
 
 
 def _bench_rate(cfg: ExperimentConfig, device: str, threads: int) -> float:
@@ -91,13 +109,13 @@ def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: boo
         where = name
     rates = measured_rates(results_dir, name, precision)
     benched: dict[tuple, float] = {}
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    threads = runtime.thread_budget(parallel)
     cells = []
-    for i, cfg in enumerate(sweep.cells):
-        images = cfg.epochs * train_images(cfg)
+    for cell in sweep.cells:
+        cfg = cell.config
+        images = [r.epochs * train_images(r) for r in cell.runs]
         if rates.get(cfg.layers):
-            rate = statistics.median(rates[cfg.layers])
-            source = f"measured ({len(rates[cfg.layers])} run{'s' if len(rates[cfg.layers]) > 1 else ''})"
+            rate, source = _measured(rates[cfg.layers], len(cell.runs))
         elif bench and dev is not None:
             key = (cfg.n, cfg.shortcut, cfg.dataset, cfg.augment, cfg.batch_size)
             if key not in benched:
@@ -106,8 +124,11 @@ def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: boo
             rate, source = benched[key], "benchmarked now"
         else:
             rate, source = None, "unknown"
-        cells.append(CellPlan(i, cfg.run_id, cfg.layers, cfg.epochs, images, rate, source,
-                              images / rate if rate else None))
+        seconds = sum(images) / rate if rate else None
+        # the runs of a cell advance together, step by step: each takes (about) the cell's time
+        runs = [RunPlan(r.run_id, r.seed, k, seconds) for r, k in zip(cell.runs, images)]
+        cells.append(CellPlan(cell.index, cell.seeds, cfg.layers, cfg.epochs, sum(images), rate, source, seconds,
+                              runs))
     known = [c.seconds for c in cells if c.seconds is not None]
     return {"spec": sweep.name, "device": where, "precision": precision, "parallel": parallel,
             "cells": [asdict(c) for c in cells], "unknown_cells": len(cells) - len(known),

@@ -1,37 +1,41 @@
-"""Sweep specs: a YAML grid of experiments -> an ordered list of cells (one `ExperimentConfig` each).
+"""Sweep specs: a YAML grid of experiments -> an ordered list of cells, each all seeds of one experiment.
 
     name: paper-cifar10            # optional; defaults to the file name; names the Kubernetes Job
     description: He et al. Table 6
-    parallelism: 4                 # Kubernetes Job parallelism (pods at a time); `sweep render --parallelism` wins
+    parallelism: 4                 # Kubernetes Job parallelism (pods, one cell each, at a time)
     fixed:  {dataset: cifar10, epochs: 164, milestones: [82, 123], val_split: 5000}
     grid:   {n: [3, 5, 7, 9], shortcut: [A, none]}
     extra:  [{n: 18, shortcut: A, warmup_epochs: 1}]
-    seeds:  1                      # a count (seeds 0..k-1) or a list, e.g. [0, 1, 2]
+    seeds:  3                      # a count (seeds 0..k-1) or a list, e.g. [0, 1, 2]: the runs of every cell
 
 Any `ExperimentConfig` field except `seed` may be a grid axis, a fixed field or an extra-cell field; `grid` may
 also be a list of grids (each expanded on its own, in order). Unknown keys are rejected, naming the key.
 
-Cell order (the index a Kubernetes Indexed Job hands each pod as JOB_COMPLETION_INDEX) is stable and documented:
+A *cell* is one experiment with all its seeds (its runs); it is what is scheduled, trained (in one process, on one
+device: core/cell.py), resumed and priced. Cell order (the index a Kubernetes Indexed Job hands each pod as
+JOB_COMPLETION_INDEX) is stable and documented:
 
-    index = seed_position * cells_per_seed + position
-    position: grid cells first, in row-major order of the axes as written (the first axis varies slowest,
-              the last fastest), one grid after another; then the `extra` cells in the order written
+    index = position: grid cells first, in row-major order of the axes as written (the first axis varies
+            slowest, the last fastest), one grid after another; then the `extra` cells in the order written
 
-so adding seeds only appends indices: a running study keeps its indices when more seeds are added.
-A cell's results live under its run id (`ExperimentConfig.run_id`), not its index.
+Seeds are not part of the index: adding seeds gives every cell more runs under the same index (running the
+sweep again trains only the new runs), so nothing renumbers. Adding a grid value does renumber the cells after
+it: to extend a running study, append an `extra` cell or a new grid at the end. Results live under run ids
+(`ExperimentConfig.run_id`), never under indices.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..core import StudyError, store
+from ..core import EXIT_SIGTERM, EXIT_USER_ERROR, StudyError, store
 from ..core.config import ExperimentConfig
 from ..core.lease import read_holder
 from ..core.records import RunRecord
@@ -92,6 +96,27 @@ class SweepSpec(BaseModel):
         return [g for g in (self.grid if isinstance(self.grid, list) else [self.grid]) if g]  # {}: no grid cells
 
 
+@dataclass(frozen=True)
+class Cell:
+    """All seeds of one experiment: its runs in the spec's seed order."""
+
+    index: int
+    runs: tuple[ExperimentConfig, ...]
+
+    @property
+    def config(self) -> ExperimentConfig:
+        """The experiment (its first run): every field but the seed is the same for all runs."""
+        return self.runs[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+
 class Sweep:
     """A loaded spec: its name, the file's text (shipped to Kubernetes as is) and its cells in index order."""
 
@@ -105,20 +130,26 @@ class Sweep:
     def __len__(self) -> int:
         return len(self.cells)
 
-    def cell(self, index: int) -> ExperimentConfig:
+    @property
+    def runs(self) -> list[ExperimentConfig]:
+        """Every run of every cell, cell by cell."""
+        return [r for c in self.cells for r in c.runs]
+
+    def cell(self, index: int) -> Cell:
         if not 0 <= index < len(self.cells):
             raise StudyError(f"cell index {index} is out of range: {self.path} has cells 0..{len(self.cells) - 1}")
         return self.cells[index]
 
     def varying(self) -> list[str]:
-        """The fields that differ between cells, in `ExperimentConfig` order: the columns worth showing."""
-        fields = [f for f in ExperimentConfig.model_fields
-                  if len({json.dumps(getattr(c, f)) for c in self.cells}) > 1]
+        """The fields (but the seed) that differ between cells, in `ExperimentConfig` order: the columns worth
+        showing."""
+        fields = [f for f in ExperimentConfig.model_fields if f != "seed"
+                  and len({json.dumps(getattr(c.config, f)) for c in self.cells}) > 1]
         return fields or ["n"]
 
 
-def expand(spec: SweepSpec, where: str = "spec") -> list[ExperimentConfig]:
-    """All cells in index order (see the module docstring)."""
+def expand(spec: SweepSpec, where: str = "spec") -> list[Cell]:
+    """All cells in index order (see the module docstring), each with a run per seed."""
     settings: list[tuple[str, dict[str, Any]]] = []
     for g, grid in enumerate(spec.grids):
         axes = list(grid)
@@ -128,10 +159,11 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[ExperimentConfig]:
     if not settings:
         raise StudyError(f"{where}: no cells; give `grid` axes or `extra` cells")
 
-    cells: list[ExperimentConfig] = []
+    cells: list[Cell] = []
     seen: dict[str, int] = {}
-    for seed in spec.seed_list:
-        for origin, setting in settings:
+    for index, (origin, setting) in enumerate(settings):
+        runs = []
+        for seed in spec.seed_list:
             try:
                 cfg = ExperimentConfig(**{**spec.fixed, **setting, "seed": seed})
             except ValidationError as e:
@@ -142,10 +174,11 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[ExperimentConfig]:
                 msg = err["msg"].removeprefix("Value error, ")
                 raise StudyError(f"{where}: {origin} cell {setting}: {key}: {msg}") from None
             if cfg.run_id in seen:
-                raise StudyError(f"{where}: cells {seen[cfg.run_id]} and {len(cells)} are the same experiment "
+                raise StudyError(f"{where}: cells {seen[cfg.run_id]} and {index} are the same experiment "
                                  f"({cfg.run_id}); remove the duplicate")
-            seen[cfg.run_id] = len(cells)
-            cells.append(cfg)
+            seen[cfg.run_id] = index
+            runs.append(cfg)
+        cells.append(Cell(index, tuple(runs)))
     return cells
 
 
@@ -225,39 +258,121 @@ def _claim(name: str, size: str) -> dict:
 
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"  # Kueue may admit the Job with fewer pods at a time
+INDEX_MODE_ANNOTATION = "resnet-study/index"  # what an index of the Job is: "cell" (all seeds of one experiment)
+INDEX_MODE_ENV = "RESNET_STUDY_INDEX_MODE"  # the same, for `sweep run` in the pod (a Job of 0.1 has neither)
+INDEX_MODE = "cell"
+# SIGTERM lets the cell finish its step and checkpoint every run mid-epoch (core/cell.py); this is how long
+# Kubernetes waits for that before SIGKILL. Measured: `resnet-study bench stop` (docs/benchmarks.md).
+GRACE_SECONDS = 60
 
 
-def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, gpus: int = 1, cpu: str = "4",
-           memory: str = "8Gi", backoff_limit_per_index: int = 3, data_size: str = "10Gi",
-           results_size: str = "20Gi", queue: str | None = None, priority_class: str | None = None) -> str:
-    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job (a pod per cell).
+def cell_memory(runs: int) -> str:
+    """Memory request and limit of a pod that trains a cell of `runs` runs: one copy of the data set and one torch
+    for the process, plus a model, its optimizer and its activations per run (docs/benchmarks.md, "Memory")."""
+    return f"{2 + runs}Gi"
+
+
+@dataclass
+class RenderOptions:
+    image: str = IMAGE
+    parallelism: int | None = None  # pods at a time; None: the spec's
+    gpus: int = 1
+    cpu: str = "4"
+    memory: str | None = None  # None: cell_memory(seeds)
+    backoff_limit_per_index: int = 3
+    data_size: str = "10Gi"
+    results_size: str = "20Gi"
+    queue: str | None = None
+    min_parallelism: int | None = None
+    priority_class: str | None = None
+
+
+def render(sweep: Sweep, opts: RenderOptions | None = None) -> str:
+    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job with one index
+    (one pod) per cell, each training all its seeds on one GPU.
 
     `queue`: a Kueue LocalQueue. The Job gets Kueue's queue-name label and is created suspended; Kueue admits it
-    (unsuspends it) when the queue's ClusterQueue has quota for its pods' requests. `priority_class`: the pods'
-    PriorityClass (Kueue orders and preempts workloads by it too)."""
+    (unsuspends it) when the queue's ClusterQueue has quota for its pods' requests; `min_parallelism` lets it admit
+    the Job with fewer pods at a time. `priority_class`: the pods' PriorityClass (Kueue orders and preempts
+    workloads by it too)."""
+    opts = opts or RenderOptions()
     job = f"{APP}-{sweep.name}"
-    spec_file = f"{sweep.name}.yaml"
+    docs = [_claim(DATA_CLAIM, opts.data_size), _claim(RESULTS_CLAIM, opts.results_size),
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"{job}-spec", "labels": labels("sweep", sweep.name)},
+             "data": {f"{sweep.name}.yaml": _Literal(sweep.text)}},
+            _job(sweep, job, opts)]
+    runs = len(sweep.runs)
+    header = (f"# Generated by `resnet-study sweep render {sweep.path.name}`: do not edit; re-render instead.\n"
+              f"# {len(sweep)} cells x {len(sweep.spec.seed_list)} seeds = {runs} runs ({sweep.name}): one index per "
+              f"cell; apply with `kubectl apply -f` this file (or `kubectl apply -k k8s/`).\n")
+    return header + "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in docs)
+
+
+def failure_rules() -> list[dict]:
+    """The Job's podFailurePolicy: a configuration error (exit 2) fails its index at once, a preemption (the
+    DisruptionTarget condition, or the exit code of a clean stop on SIGTERM) costs no retry, and any other failure
+    (75: retry later, or a crash) counts against backoffLimitPerIndex."""
+    return [
+        {"action": "FailIndex", "onExitCodes": {"containerName": "cell", "operator": "In",
+                                                "values": [EXIT_USER_ERROR]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Ignore", "onExitCodes": {"containerName": "cell", "operator": "In", "values": [EXIT_SIGTERM]}},
+    ]
+
+
+def _job(sweep: Sweep, job: str, opts: RenderOptions) -> dict:
+    memory = opts.memory or cell_memory(len(sweep.spec.seed_list))
+    annotations = {INDEX_MODE_ANNOTATION: INDEX_MODE, "resnet-study/cells": str(len(sweep)),
+                   "resnet-study/runs": str(len(sweep.runs)), "resnet-study/spec": f"{sweep.name}.yaml"}
+    if opts.min_parallelism:
+        annotations[KUEUE_MIN_PARALLELISM] = str(opts.min_parallelism)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job, "annotations": annotations,
+                     "labels": labels("sweep", sweep.name) | ({KUEUE_QUEUE_LABEL: opts.queue} if opts.queue else {})},
+        "spec": {
+            **({"suspend": True} if opts.queue else {}),  # Kueue unsuspends it on admission
+            "completionMode": "Indexed",
+            "completions": len(sweep),
+            "parallelism": min(opts.parallelism or sweep.spec.parallelism, len(sweep)),
+            # Per index: a failed cell is retried (resuming every run from its checkpoint) without failing others.
+            "backoffLimitPerIndex": opts.backoff_limit_per_index,
+            "podFailurePolicy": {"rules": failure_rules()},
+            # A replacement pod starts only once the old one has failed, never while it still terminates: one
+            # trainer per cell (the runs' leases, core/lease.py, guard the rest).
+            "podReplacementPolicy": "Failed",
+            "template": {"metadata": {"labels": labels("sweep", sweep.name),
+                                      "annotations": {INDEX_MODE_ANNOTATION: INDEX_MODE}},
+                         "spec": _pod_spec(sweep, job, opts, memory)},
+        },
+    }
+
+
+def _pod_spec(sweep: Sweep, job: str, opts: RenderOptions, memory: str) -> dict:
     limits: dict[str, Any] = {"memory": memory}
-    if gpus:
-        limits["nvidia.com/gpu"] = gpus
+    if opts.gpus:
+        limits["nvidia.com/gpu"] = opts.gpus
     container = {
         "name": "cell",
-        "image": image,
+        "image": opts.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["resnet-study", "sweep", "run", f"/spec/{spec_file}", "--progress", "json"],
+        "command": ["resnet-study", "sweep", "run", f"/spec/{sweep.name}.yaml", "--progress", "json"],
         "env": [{"name": "RESNET_STUDY_DATA", "value": "/data"},
                 {"name": "RESNET_STUDY_RESULTS", "value": "/results"},
                 # the CPU request in whole CPUs (rounded up): the run's default threads (core.runtime)
                 {"name": "RESNET_STUDY_CPU_REQUEST", "valueFrom": {"resourceFieldRef": {
-                    "containerName": "cell", "resource": "requests.cpu", "divisor": "1"}}}],
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+                    "containerName": "cell", "resource": "requests.cpu", "divisor": "1"}}},
+                {"name": INDEX_MODE_ENV, "value": INDEX_MODE}],
+        "resources": {"requests": {"cpu": opts.cpu, "memory": memory}, "limits": limits},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "results", "mountPath": "/results"},
                          {"name": "spec", "mountPath": "/spec", "readOnly": True}],
     }
-    job_labels = labels("sweep", sweep.name) | ({KUEUE_QUEUE_LABEL: queue} if queue else {})
-    pod_spec: dict[str, Any] = {
+    pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
         "containers": [container],
         "volumes": [
@@ -266,44 +381,9 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
             {"name": "spec", "configMap": {"name": f"{job}-spec"}},
         ],
     }
-    if priority_class:
-        pod_spec["priorityClassName"] = priority_class
-    docs = [
-        _claim(DATA_CLAIM, data_size),
-        _claim(RESULTS_CLAIM, results_size),
-        {
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"{job}-spec", "labels": labels("sweep", sweep.name)},
-            "data": {spec_file: _Literal(sweep.text)},
-        },
-        {
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job, "labels": job_labels,
-                         "annotations": {"resnet-study/cells": str(len(sweep)),
-                                         "resnet-study/spec": spec_file}},
-            "spec": {
-                **({"suspend": True} if queue else {}),  # Kueue unsuspends it on admission
-                "completionMode": "Indexed",
-                "completions": len(sweep),
-                "parallelism": min(parallelism or sweep.spec.parallelism, len(sweep)),
-                # Per index: a failed cell is retried (resuming from its checkpoint) without failing the others.
-                "backoffLimitPerIndex": backoff_limit_per_index,
-                # Preemption or eviction is no failure: it burns no retry.
-                "podFailurePolicy": {"rules": [
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]},
-                # A replacement pod starts only once the old one has failed, never while it still terminates: one
-                # trainer per cell (the run's lease, core/lease.py, guards the rest).
-                "podReplacementPolicy": "Failed",
-                "template": {"metadata": {"labels": labels("sweep", sweep.name)}, "spec": pod_spec},
-            },
-        },
-    ]
-    header = (f"# Generated by `resnet-study sweep render {sweep.path.name}`: do not edit; re-render instead.\n"
-              f"# {len(sweep)} cells ({sweep.name}); apply with `kubectl apply -f` this file "
-              f"(or `kubectl apply -k k8s/`).\n")
-    body = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in docs)
-    return header + body
+    if opts.priority_class:
+        pod["priorityClassName"] = opts.priority_class
+    return pod
 
 
 # ---------------------------------------------------------------- how many cells at a time
@@ -311,42 +391,61 @@ def render(sweep: Sweep, *, image: str = IMAGE, parallelism: int | None = None, 
 RUNS_PER_GPU = 8  # one ResNet-20 run leaves an H200 mostly idle: 8 at once train 4.1x the images/s (docs/benchmarks.md)
 
 
-def default_parallel(device: str) -> int:
-    """`sweep local`'s default: RUNS_PER_GPU per visible GPU when the cells train on CUDA, else 1 (on a CPU one run
-    already uses every core)."""
+def default_parallel(device: str, runs_per_cell: int) -> int:
+    """`sweep local`'s default cells at a time: on CUDA, RUNS_PER_GPU runs per visible GPU (a cell of K runs counts
+    K); on a CPU 1 (a cell already uses every core)."""
     if device == "cpu":
         return 1
     import torch  # only here: listing, rendering and status never need it
 
-    return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else 1
+    if not torch.cuda.is_available():
+        return 1
+    return max(1, RUNS_PER_GPU // max(1, runs_per_cell)) * torch.cuda.device_count()
 
 
-# ---------------------------------------------------------------- cell state, from the store
+# ---------------------------------------------------------------- state, from the store
 
 
 STATES = ("completed", "running", "interrupted", "failed", "missing")
+CELL_STATES = ("completed", "running", "partial", "interrupted", "failed", "missing")
 
 
-def cell_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
+def run_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
     """(state, the run's `runs` record or None). States: see STATES.
 
-    - completed / failed: as the run's shard says;
-    - running: a live process holds the run's lease (core.lease): same host and its pid alive, or a fresh heartbeat;
-    - interrupted: the shard says running but no live process holds the lease (killed, preempted, node lost), or
-      it stopped on Ctrl-C; running the cell again resumes it from its checkpoint;
+    - completed / failed / interrupted: as the run's shard says (interrupted: stopped on a signal, resumable);
+    - running: the shard says running and a live process holds the run's lease (core.lease): same host and its
+      pid alive, or a fresh heartbeat; without one it is interrupted (killed, preempted, node lost);
     - missing: never started (or nothing stored yet)."""
     folder = store.run_dir(results_dir, cfg.run_id)
     shard = store.read_shard(results_dir, cfg.run_id)
     if shard is None:
-        return ("interrupted" if (folder / store.CHECKPOINT_NAME).exists() else "missing"), None
+        return ("interrupted" if store.has_checkpoint(results_dir, cfg.run_id) else "missing"), None
     row = shard.run
     if row.status == "running":
         holder = read_holder(folder)
         return ("running" if holder is not None and holder.alive() else "interrupted"), row
-    if row.status == "failed" and (row.error_message or "").startswith("KeyboardInterrupt"):
-        return "interrupted", row
     return row.status, row
 
 
-def states(sweep: Sweep, results_dir: Path) -> list[tuple[int, ExperimentConfig, str, RunRecord | None]]:
-    return [(i, cfg, *cell_state(results_dir, cfg)) for i, cfg in enumerate(sweep.cells)]
+def cell_state(run_states: list[str]) -> str:
+    """A cell's state from its runs': completed (all), running (any), failed (any), missing (none started),
+    partial (some completed, the rest never started: seeds added), else interrupted (resumable)."""
+    kinds = set(run_states)
+    if kinds == {"completed"}:
+        return "completed"
+    for state in ("running", "failed"):
+        if state in kinds:
+            return state
+    if kinds == {"missing"}:
+        return "missing"
+    return "partial" if kinds == {"completed", "missing"} else "interrupted"
+
+
+def states(sweep: Sweep, results_dir: Path) -> list[tuple[Cell, str, list[tuple[ExperimentConfig, str, RunRecord | None]]]]:
+    """(cell, its state, [(run, its state, its record)]) for every cell."""
+    out = []
+    for cell in sweep.cells:
+        runs = [(cfg, *run_state(results_dir, cfg)) for cfg in cell.runs]
+        out.append((cell, cell_state([r[1] for r in runs]), runs))
+    return out

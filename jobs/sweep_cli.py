@@ -1,9 +1,11 @@
-"""`resnet-study sweep list|run|local|status|render`: a sweep spec's cells as local processes or a Kubernetes Job.
+"""`resnet-study sweep list|run|local|plan|status|render`: a sweep spec's cells as local processes or a Kubernetes Job.
 
-    resnet-study sweep list jobs/demo.yaml                 # index -> cell
+A cell is all seeds of one experiment; each is trained in one process (core/cell.py), each run keeps its own run id.
+
+    resnet-study sweep list jobs/demo.yaml                 # index -> cell: its seeds and run ids
     resnet-study sweep local jobs/demo.yaml --parallel 2   # every cell not yet completed, 2 processes at a time
     resnet-study sweep plan jobs/seed-study.yaml --device cuda   # expected device-hours and wall-clock
-    resnet-study sweep status jobs/demo.yaml               # completed / running / interrupted / failed / missing
+    resnet-study sweep status jobs/demo.yaml               # each cell and its runs: completed / running / ...
     JOB_COMPLETION_INDEX=3 resnet-study sweep run jobs/seed-study.yaml   # one cell (what each Kubernetes pod runs)
     resnet-study sweep render jobs/seed-study.yaml > k8s/sweep.yaml
 """
@@ -23,158 +25,164 @@ from typing import Optional
 
 import typer
 
-from ..core import StudyError, store
-from ..core.vocab import DEVICES, PRECISIONS, check_choice
+from ..core import StudyError, runtime, store
+from ..core.vocab import DEVICES, check_choice
 from . import sweep as sw
-from .options import IF_RUNNING, PROGRESS_MODES, Compile, DataDir, Device, Download, Format, IfRunning, Precision, \
-    Progress, ResultsDir, StrictResume, Threads, check_option, print_rows, results_dir_or_default
+from .options import Format, ResultsDir, print_rows, results_dir_or_default, run_option_parameters, \
+    run_options_argv, run_options_from, with_parameters
 
-app = typer.Typer(help="Sweep specs: expand a grid into cells and run them (local, compose, Kubernetes).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Sweep specs: expand a grid into cells (all seeds of one experiment each) and run them "
+                       "(local, compose, Kubernetes).", no_args_is_help=True)
 Spec = typer.Argument(..., help="A sweep spec (YAML), or the file name of a shipped one: demo.yaml, seed-study.yaml, "
                                 "paper-cifar10.yaml.")
 LOG_DIR = "sweep-logs"  # under the results dir: one log per cell that `sweep local` ran
+# After SIGTERM a cell finishes its step and checkpoints every run; a cell that takes longer is killed (it then
+# resumes from its last checkpoint). The same margin as the Kubernetes grace period (jobs/sweep.py).
+STOP_WAIT_S = sw.GRACE_SECONDS
 
 
 @app.command("list")
 def sweep_list(spec: str = Spec, fmt: str = Format):
-    """Print each cell of the spec with its index (the Kubernetes JOB_COMPLETION_INDEX) and run id."""
+    """Print each cell of the spec with its index (the Kubernetes JOB_COMPLETION_INDEX), its seeds and the run id
+    of each seed."""
     sweep = sw.load(spec)
     fields = sweep.varying()
-    columns = ["index", *fields, "layers", "run_id"]
-    rows = [(i, *(_show(getattr(c, f)) for f in fields), c.layers, c.run_id) for i, c in enumerate(sweep.cells)]
-    print_rows(columns, rows, fmt, title=f"{sweep.name}: {len(sweep)} cells")
+    columns = ["index", *fields, "layers", "seeds", "run_ids"]
+    joiner = "\n" if fmt == "table" else " "
+    rows = [(c.index, *(_show(getattr(c.config, f)) for f in fields), c.config.layers,
+             c.seeds if fmt == "json" else ",".join(map(str, c.seeds)),
+             c.run_ids if fmt == "json" else joiner.join(c.run_ids)) for c in sweep.cells]
+    print_rows(columns, rows, fmt, title=f"{sweep.name}: {len(sweep)} cells x {len(sweep.spec.seed_list)} seeds = "
+                                         f"{len(sweep.runs)} runs")
 
 
-@app.command("run")
-def sweep_run(
-    spec: str = Spec,
-    index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
-                                                   "Indexed Kubernetes Job]."),
-    device: str = Device,
-    precision: str = Precision,
-    threads: Optional[int] = Threads,
-    if_running: str = IfRunning,
-    strict_resume: bool = StrictResume,
-    compile: bool = Compile,
-    download: bool = Download,
-    progress: str = Progress,
-    data_dir: Optional[Path] = DataDir,
-    results_dir: Optional[Path] = ResultsDir,
-):
-    """Run one cell in this process: trains it, resumes it from its checkpoint, or reports it completed."""
-    from ..core.train import RunOptions, run  # torch: imported only by the commands that train
-
+def sweep_run(spec: str = Spec,
+              index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
+                                                             "Indexed Kubernetes Job]."),
+              **values):
+    """Train one cell in this process: all its seeds, each resumed from its checkpoint or reported completed."""
+    opts = run_options_from(values)
     sweep = sw.load(spec)
-    if index is None:
-        env = os.environ.get("JOB_COMPLETION_INDEX")
-        if env is None:
-            raise StudyError("which cell? pass --index I (0.."f"{len(sweep) - 1}) or set JOB_COMPLETION_INDEX")
-        try:
-            index = int(env)
-        except ValueError:
-            raise StudyError(f"JOB_COMPLETION_INDEX must be an integer (got {env!r})") from None
-    cfg = sweep.cell(index)
-    check_option("--progress", progress, PROGRESS_MODES)
-    check_option("--if-running", if_running, IF_RUNNING)
-    rdir = results_dir_or_default(results_dir)
+    index = _index(sweep, index)
+    cell = sweep.cell(index)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"{sweep.name} cell {index}/{len(sweep)}: {cfg.run_id}")
-    run(cfg, RunOptions(results_dir=rdir, data_dir=data_dir, device=device, download=download, progress=progress,
-                        compile=compile, precision=precision, threads=threads, if_running=if_running,
-                        strict_resume=strict_resume), log=log)
+    log(f"{sweep.name} cell {index}/{len(sweep)}: seeds {','.join(map(str, cell.seeds))}: {' '.join(cell.run_ids)}")
+    from ..core.cell import train_cell  # torch: imported only by the commands that train
+
+    train_cell(list(cell.runs), opts, log=log)
 
 
-@app.command("local")
-def sweep_local(
-    spec: str = Spec,
-    parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1, show_default="1 on the CPU, "
-                                           f"{sw.RUNS_PER_GPU} per GPU",
-                                           help="Cells to run at a time. On a GPU several small runs share it "
-                                                "best (docs/benchmarks.md)."),
-    device: str = Device,
-    precision: str = Precision,
-    strict_resume: bool = StrictResume,
-    compile: bool = Compile,
-    download: bool = Download,
-    data_dir: Optional[Path] = DataDir,
-    results_dir: Optional[Path] = ResultsDir,
-):
-    """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time; resumes
-    interrupted cells, skips completed ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
-    check_choice("--device", "device", device, DEVICES)  # here, once, rather than in every cell process
-    check_choice("--precision", "precision", precision, PRECISIONS)
+app.command("run")(with_parameters(sweep_run, run_option_parameters()))
+
+
+def _index(sweep: sw.Sweep, index: Optional[int]) -> int:
+    """--index, else the Indexed Job's JOB_COMPLETION_INDEX, refused when the Job was rendered with one run per
+    index (resnet-study 0.1: its indices mean other experiments)."""
+    if index is not None:
+        return index
+    env = os.environ.get("JOB_COMPLETION_INDEX")
+    if env is None:
+        raise StudyError(f"which cell? pass --index I (0..{len(sweep) - 1}) or set JOB_COMPLETION_INDEX")
+    if os.environ.get(sw.INDEX_MODE_ENV) != sw.INDEX_MODE:
+        raise StudyError(f"this Job was rendered by resnet-study 0.1 with one run per index (no "
+                         f"{sw.INDEX_MODE_ENV}={sw.INDEX_MODE}); its indices are not cells: render it again with "
+                         f"`resnet-study sweep render {sweep.path.name}` and apply the new Job")
+    try:
+        return int(env)
+    except ValueError:
+        raise StudyError(f"JOB_COMPLETION_INDEX must be an integer (got {env!r})") from None
+
+
+def sweep_local(spec: str = Spec,
+                parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1,
+                                                       show_default=f"1 on the CPU; on a GPU {sw.RUNS_PER_GPU} runs "
+                                                                    f"per GPU",
+                                                       help="Cells to run at a time, each in its own process."),
+                **values):
+    """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time: each trains its
+    seeds together, resumes interrupted runs, skips completed ones and ones running elsewhere. Logs:
+    RESULTS/sweep-logs/."""
+    opts = run_options_from(values, progress="json")
     sweep = sw.load(spec)
-    rdir = results_dir_or_default(results_dir)
+    rdir = opts.results_dir
     store.ensure_writable(rdir)
-    parallel = parallel or sw.default_parallel(device)
+    parallel = parallel or sw.default_parallel(opts.device, len(sweep.spec.seed_list))
     logs = rdir / LOG_DIR / sweep.name
     logs.mkdir(parents=True, exist_ok=True)
     todo, outcome = [], {}
-    for i, cfg, state, _ in sw.states(sweep, rdir):
+    for cell, state, _ in sw.states(sweep, rdir):
         if state == "completed":
-            outcome[i] = "skipped: completed before"
+            outcome[cell.index] = "skipped: completed before"
         elif state == "running":
-            outcome[i] = "skipped: running elsewhere"
+            outcome[cell.index] = "skipped: running elsewhere"
         else:
-            todo.append((i, state))
-    print(f"{sweep.name}: {len(sweep)} cells; {len(todo)} to run ({_counts(s for _, s in todo)}), "
-          f"{len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}", flush=True)
+            todo.append((cell.index, state))
+    print(f"{sweep.name}: {len(sweep)} cells ({len(sweep.runs)} runs); {len(todo)} to run "
+          f"({_counts(s for _, s in todo)}), {len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}",
+          flush=True)
+    threads = opts.threads or runtime.thread_budget(min(parallel, max(len(todo), 1)))
+    base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()),
+                             *run_options_argv(opts.model_copy(update={"threads": threads}))]
+    stop = _StopOnSignal()
+    try:
+        _schedule(sweep, todo, parallel, base, logs, outcome, stop)
+    finally:
+        stop.restore()
+    _print_states(sweep, rdir, outcome)
+    if stop.requested:
+        raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
+    if any(o.startswith("failed") for o in outcome.values()):
+        raise typer.Exit(1)
 
-    base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()), "--device", device, "--precision",
-                             precision, "--progress", "json", "--results-dir", str(rdir)]
-    base += ["--data-dir", str(data_dir)] if data_dir else []
-    base += ["--compile"] if compile else []
-    base += ["--strict-resume"] if strict_resume else []
-    base += ["--download"] if download else []
-    env = dict(os.environ)
-    # P processes share the cores: without this each would start a thread per core.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // min(parallel, max(len(todo), 1)))))
 
+app.command("local")(with_parameters(sweep_local, run_option_parameters(exclude=("progress",))))
+
+
+def _schedule(sweep, todo, parallel, base, logs, outcome, stop) -> None:
+    """Start the cells of `todo`, `parallel` at a time, until all have ended or a stop is asked for (then SIGTERM
+    the running cells, which checkpoint every run, and wait STOP_WAIT_S for them)."""
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     queue = list(todo)
-    stop = _StopOnSignal()
     try:
         while (queue or running) and not stop.requested:
             while queue and len(running) < parallel:
                 i, state = queue.pop(0)
                 with open(logs / f"{i}.log", "ab") as f:
                     proc = subprocess.Popen(base + ["--index", str(i)], stdout=f, stderr=subprocess.STDOUT,
-                                            env=env, preexec_fn=_die_with_parent)
+                                            preexec_fn=_die_with_parent)
                 running[i] = (proc, time.monotonic())
-                print(f"cell {i} {'resumed' if state != 'missing' else 'started'}: {sweep.cells[i].run_id}",
-                      flush=True)
+                print(f"cell {i} {'resumed' if state != 'missing' else 'started'}: seeds "
+                      f"{','.join(map(str, sweep.cells[i].seeds))}", flush=True)
             for i, (proc, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[i]
-                took = time.monotonic() - t0
                 outcome[i] = "completed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-                print(f"cell {i} {outcome[i]} in {took:.0f} s" +
+                print(f"cell {i} {outcome[i]} in {time.monotonic() - t0:.0f} s" +
                       ("" if proc.returncode == 0 else f"; log: {logs / f'{i}.log'}"), flush=True)
                 if proc.returncode:
                     _print_tail(logs / f"{i}.log")
             time.sleep(0.2)
     finally:
-        for i, (proc, _) in running.items():
+        for proc, _ in running.values():
             proc.terminate()
         for i, (proc, _) in running.items():
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
             outcome[i] = "interrupted"
-        stop.restore()
 
-    rows = [(i, cfg.run_id, outcome.get(i, "not started"), state, _pct(row and row.test_error))
-            for i, cfg, state, row in sw.states(sweep, rdir)]
-    print_rows(["index", "run_id", "this run", "state", "test_error_pct"], rows, "table",
+
+def _print_states(sweep, rdir, outcome) -> None:
+    rows = []
+    for cell, state, runs in sw.states(sweep, rdir):
+        done = [r for _, s, r in runs if s == "completed"]
+        rows.append((cell.index, ",".join(map(str, cell.seeds)), outcome.get(cell.index, "not started"), state,
+                     f"{len(done)}/{len(runs)}", _pct_mean([r.test_error for r in done])))
+    print_rows(["index", "seeds", "this run", "state", "runs completed", "test_error_pct (mean)"], rows, "table",
                title=f"{sweep.name}: {_counts(r[3] for r in rows)}")
-    if stop.requested:
-        raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
-    if any(o.startswith("failed") for o in outcome.values()):
-        raise typer.Exit(1)
 
 
 @app.command("plan")
@@ -188,8 +196,9 @@ def sweep_plan(
     fmt: str = Format,
     results_dir: Optional[Path] = ResultsDir,
 ):
-    """Expected training time per cell and in all (device-hours, wall-clock at the parallelism), from measured
-    runs in the store, else a short benchmark here, else "unknown". Saved for `sweep status` to compare."""
+    """Expected training time per cell (all its seeds, in one process) and in all (device-hours, wall-clock at the
+    parallelism), from measured runs in the store, else a short benchmark here, else "unknown". Saved for `sweep
+    status` to compare."""
     from . import plan as pl
 
     check_choice("--device", "device", device, DEVICES)
@@ -197,13 +206,14 @@ def sweep_plan(
     rdir = results_dir_or_default(results_dir)
     p = parallel or sweep.spec.parallelism
     res = pl.plan(sweep, rdir, device, p, bench, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    rows = [(c["index"], c["run_id"], c["epochs"], c["images"], None if c["images_per_second"] is None
-             else round(c["images_per_second"]), c["source"], pl.duration(c["seconds"])) for c in res["cells"]]
-    print_rows(["index", "run_id", "epochs", "images", "img/s", "throughput", "planned"], rows, fmt,
+    rows = [(c["index"], ",".join(map(str, c["seeds"])), c["layers"], c["epochs"], c["images"],
+             None if c["images_per_second"] is None else round(c["images_per_second"]), c["source"],
+             pl.duration(c["seconds"])) for c in res["cells"]]
+    print_rows(["index", "seeds", "layers", "epochs", "images", "img/s", "throughput", "planned"], rows, fmt,
                title=f"{sweep.name} on {res['device']} in {res['precision']}")
     if fmt == "table":
         hours = None if res["device_seconds"] is None else res["device_seconds"] / 3600
-        print(f"{len(sweep)} cells: {'unknown' if hours is None else f'{hours:.2f}'} device-hours; wall-clock with "
+        print(f"{len(sweep)} cells ({len(sweep.runs)} runs): {'unknown' if hours is None else f'{hours:.2f}'} device-hours; wall-clock with "
               f"{p} at a time: {pl.duration(res['wall_seconds'])}"
               + (f" ({res['unknown_cells']} cells of unknown throughput)" if res["unknown_cells"] else ""))
     if saved := pl.save(res, rdir):
@@ -212,27 +222,43 @@ def sweep_plan(
 
 @app.command("status")
 def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
-    """Each cell's state from the store (completed, running, interrupted (resumable), failed or missing), with its
-    planned and actual training time when `sweep plan` was run."""
+    """Each cell's state (completed, running, partial, interrupted (resumable), failed or missing) and each of its
+    runs': epochs done, test error, why it failed or stopped, and its planned and actual training time when
+    `sweep plan` was run."""
     from . import plan as pl
 
     sweep = sw.load(spec)
     rdir = results_dir_or_default(results_dir)
-    planned = {c["run_id"]: c["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])}
-    rows, both = [], []
-    for i, cfg, state, row in sw.states(sweep, rdir):
-        done = row.epochs_done if row else None
-        actual = row.train_seconds if row and state == "completed" else None
-        if actual is not None and planned.get(cfg.run_id) is not None:
-            both.append((planned[cfg.run_id], actual))
-        rows.append((i, cfg.run_id, state, f"{done}/{cfg.epochs}" if done is not None else f"-/{cfg.epochs}",
-                     _pct(row and row.test_error), _seconds(planned.get(cfg.run_id)), _seconds(actual),
-                     row and row.updated_at))
-    print_rows(["index", "run_id", "state", "epochs", "test_error_pct", "planned_s", "actual_s", "updated_at"], rows,
-               fmt, title=f"{sweep.name} in {rdir}: {_counts(r[2] for r in rows)}")
+    planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])
+               for r in c.get("runs", [])}
+    cells, both = [], []
+    for cell, state, runs in sw.states(sweep, rdir):
+        out = []
+        for cfg, run_state, row in runs:
+            actual = row.train_seconds if row and run_state == "completed" else None
+            if actual is not None and planned.get(cfg.run_id) is not None:
+                both.append((planned[cfg.run_id], actual))
+            out.append({"seed": cfg.seed, "run_id": cfg.run_id, "state": run_state,
+                        "epochs": f"{row.epochs_done if row else '-'}/{cfg.epochs}",
+                        "test_error_pct": _pct(row and row.test_error), "planned_s": _seconds(planned.get(cfg.run_id)),
+                        "actual_s": _seconds(actual), "updated_at": row and row.updated_at,
+                        "reason": (row.error_message or "") if row and run_state in ("failed", "interrupted") else ""})
+        cells.append({"index": cell.index, "state": state, "runs": out})
+    title = (f"{sweep.name} in {rdir}: cells {_counts(c['state'] for c in cells)}; runs "
+             f"{_counts(r['state'] for c in cells for r in c['runs'])}")
+    if fmt == "json":
+        import json
+
+        print(json.dumps(cells, default=str, indent=1))
+    else:
+        columns = ["index", "cell", "seed", "run_id", "state", "epochs", "test_error_pct", "planned_s", "actual_s",
+                   "updated_at", "reason"]
+        rows = [(c["index"] if k == 0 else "", c["state"] if k == 0 else "", *r.values())
+                for c in cells for k, r in enumerate(c["runs"])]
+        print_rows(columns, rows, fmt, title=title)
     if fmt == "table" and both:
         p, a = sum(x for x, _ in both), sum(y for _, y in both)
-        print(f"training time of the {len(both)} completed cells with a plan: planned {pl.duration(p)}, actual "
+        print(f"training time of the {len(both)} completed runs with a plan: planned {pl.duration(p)}, actual "
               f"{pl.duration(a)} (actual / planned = {a / p:.2f})")
 
 
@@ -240,23 +266,31 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path
 def sweep_render(
     spec: str = Spec,
     image: str = typer.Option(sw.IMAGE, help="Container image (or retag with kustomize `images:`)."),
-    parallelism: Optional[int] = typer.Option(None, min=1, help="Pods at a time [default: the spec's]."),
-    gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod (0: CPU only)."),
+    parallelism: Optional[int] = typer.Option(None, min=1, help="Pods (cells) at a time [default: the spec's]."),
+    gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod: the cell's seeds share it (0: CPU only)."),
     cpu: str = typer.Option("4", help="CPU request per pod."),
-    memory: str = typer.Option("8Gi", help="Memory request and limit per pod."),
-    backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes)."),
+    memory: Optional[str] = typer.Option(None, show_default="2Gi + 1Gi per seed",
+                                         help="Memory request and limit per pod (a cell: all its seeds)."),
+    backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes every run)."),
     queue: Optional[str] = typer.Option(None, help="Kueue LocalQueue to submit to: adds the kueue.x-k8s.io/queue-"
                                                    "name label and creates the Job suspended for Kueue to admit."),
+    min_parallelism: Optional[int] = typer.Option(None, min=1, help="With --queue: let Kueue admit the Job with as "
+                                                                    "few as this many pods at a time (partial "
+                                                                    "admission), e.g. on fewer free GPUs."),
     priority_class: Optional[str] = typer.Option(None, help="PriorityClass of the pods (priorityClassName)."),
 ):
-    """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job."""
+    """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job with one index
+    (one pod) per cell."""
     for option, value in (("--queue", queue), ("--priority-class", priority_class)):
         if value is not None and not re.fullmatch(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?", value):
             raise StudyError(f"{option}: {value!r} is not a Kubernetes name (lower-case letters, digits, '-', '.')")
+    if min_parallelism is not None and queue is None:
+        raise StudyError("--min-parallelism is Kueue's partial admission: give it with --queue NAME")
     sweep = sw.load(spec)
-    sys.stdout.write(sw.render(sweep, image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
-                               backoff_limit_per_index=backoff_limit_per_index, queue=queue,
-                               priority_class=priority_class))
+    sys.stdout.write(sw.render(sweep, sw.RenderOptions(
+        image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
+        backoff_limit_per_index=backoff_limit_per_index, queue=queue, min_parallelism=min_parallelism,
+        priority_class=priority_class)))
 
 
 # ---------------------------------------------------------------- helpers
@@ -274,10 +308,13 @@ def _pct(error) -> str:
     return "" if error is None else f"{100 * error:.2f}"
 
 
+def _pct_mean(errors: list[float]) -> str:
+    return _pct(sum(errors) / len(errors)) if errors else ""
+
+
 def _counts(states) -> str:
     c = Counter(states)
-    return ", ".join(f"{k} {c[k]}" for k in ("completed", "running", "interrupted", "failed", "missing") if c[k]) \
-        or "nothing"
+    return ", ".join(f"{k} {c[k]}" for k in sw.CELL_STATES if c[k]) or "nothing"
 
 
 def _cli_command() -> list[str]:

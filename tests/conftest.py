@@ -1,8 +1,14 @@
-"""Fixtures only (helpers are in tests/helpers.py)."""
+"""Fixtures (helpers are in tests/helpers.py), and the suite's time budget.
+
+RESNET_STUDY_TEST_BUDGET_S (set by .ci/run): when pytest's own time exceeds it, the run fails after the summary and
+the slowest tests are printed, so a suite that grows too slow fails loudly and says where the time went, long before
+CI's hard limit stops it silently."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -24,3 +30,30 @@ def old_store(tmp_path) -> Path:
     """A copy of a results dir written by resnet-study 0.1.0 (tests/fixtures/README.md): 8 completed runs (2 depths
     x 3 seeds, an lr variant, a plain net) and one interrupted after epoch 1 of 3, with its checkpoint."""
     return Path(shutil.copytree(FIXTURE_STORE, tmp_path / "results"))
+
+
+BUDGET_ENV = "RESNET_STUDY_TEST_BUDGET_S"
+_started = time.monotonic()
+
+
+def _budget() -> float | None:
+    value = os.environ.get(BUDGET_ENV, "").strip()
+    return float(value) if value else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    budget = _budget()
+    if budget is not None and time.monotonic() - _started > budget and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    budget, took = _budget(), time.monotonic() - _started
+    if budget is None:
+        return
+    if took > budget:
+        terminalreporter.write_line(f"FAILED: the suite took {took:.0f} s, over its budget of {budget:.0f} s "
+                                    f"({BUDGET_ENV}); the slowest tests are listed above", red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"time budget: {took:.0f} s of {budget:.0f} s ({BUDGET_ENV})")

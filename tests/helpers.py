@@ -46,6 +46,38 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | No
     return proc
 
 
+_MANY = r"""
+import contextlib, io, json, sys, traceback
+from resnet_study.jobs.cli import main
+results = []
+for argv in json.load(sys.stdin):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = ["resnet-study", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append({"args": argv, "returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+json.dump(results, sys.__stdout__)
+"""
+
+
+def run_cli_many(argvs: list[list], timeout: float = 600, env: dict | None = None,
+                 ) -> list[subprocess.CompletedProcess]:
+    """Each argv through the CLI's real entry point (`resnet_study.jobs.cli:main`, exit codes and all), one after
+    another in ONE process: torch is imported once instead of once per command. For commands that fail before they
+    train (bad input), where a process per command would cost seconds each for the import alone."""
+    proc = subprocess.run([sys.executable, "-c", _MANY], input=json.dumps([[str(a) for a in v] for v in argvs]),
+                          capture_output=True, text=True, timeout=timeout, env=env or cli_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return [subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
+            for r in json.loads(proc.stdout)]
+
+
 def query(results_dir: Path, sql: str) -> list[dict]:
     """Rows of `resnet-study results query --format json`: the user's own read path."""
     return json.loads(run_cli("results", "query", sql, "--format", "json", "--results-dir", results_dir).stdout)

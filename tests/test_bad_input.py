@@ -1,11 +1,17 @@
-"""Each bad input: one line on stderr that says what is wrong and how to fix it, exit code 2, nothing stored."""
+"""Each bad input: one line on stderr that says what is wrong and how to fix it, exit code 2, nothing stored. A
+condition that may pass by itself (the data set not yet there, no GPU visible) is one line too, with exit code 75,
+which a Kubernetes Job retries.
+
+Every command goes through the CLI's real entry point; the cases of a test run one after another in one process
+(tests/helpers.run_cli_many), so torch is imported once, not once per case."""
 
 import pickle
 
 import pytest
 import torch
 
-from tests.helpers import make_cifar_colour, run_cli
+from resnet_study.core import EXIT_RETRY, EXIT_USER_ERROR
+from tests.helpers import make_cifar_colour, run_cli_many
 
 pytestmark = pytest.mark.slow  # real training processes
 
@@ -44,7 +50,7 @@ CASES = {
     "milestones not numbers": (["--milestones", "five", "--dataset", "fashion-mnist"], None, "--milestones"),
     "validation split as large as the training set": (["--val-split", "300", "--dataset", "fashion-mnist"], None,
                                                       "--val-split"),
-    "missing CIFAR-10": (["--dataset", "cifar10"], lambda root: None, "cifar-10-batches-py"),
+    "missing CIFAR-10": (["--dataset", "cifar10"], lambda root: None, "cifar-10-batches-py", EXIT_RETRY),
     "corrupt CIFAR-10": (["--dataset", "cifar10"], _cifar_corrupt, "corrupt"),
     "truncated CIFAR-10": (["--dataset", "cifar10"], _cifar_truncated, "corrupt"),
     "corrupt Fashion-MNIST": (["--dataset", "fashion-mnist"], _fmnist_corrupt, "corrupt"),
@@ -52,19 +58,40 @@ CASES = {
     "unknown precision": (["--precision", "fp8", "--dataset", "fashion-mnist"], None, "--precision"),
 }
 if not torch.cuda.is_available():  # on a machine without a GPU, asking for one is a user error too
-    CASES["no CUDA"] = (["--device", "cuda", "--dataset", "fashion-mnist"], None, "--device")
+    CASES["no CUDA"] = (["--device", "cuda", "--dataset", "fashion-mnist"], None, "--device", EXIT_RETRY)
+SEEDS_CASES = {  # --seeds: what to write instead
+    "seeds empty": (["--seeds", ""], "--seeds: no seed in ''; write --seeds 0,1,2 or a range such as --seeds 0-4"),
+    "seeds negative": (["--seeds", "0,-1"], "--seeds: cannot read '-1' (seeds are >= 0); write --seeds 0,1,2"),
+    "seeds duplicated": (["--seeds", "0,1,1"], "--seeds: seed 1 is given twice; list each seed once, e.g. --seeds 0,1"),
+    "seeds unparseable": (["--seeds", "one,two"], "--seeds: cannot read 'one'; write --seeds 0,1,2"),
+    "seeds backwards": (["--seeds", "4-2"], "--seeds: the range '4-2' runs backwards; write --seeds 2-4"),
+    "seeds and seed": (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds both given; write --seeds 3,..."),
+}
+for name, (args, needle) in SEEDS_CASES.items():
+    CASES[name] = (["--dataset", "fashion-mnist", *args], None, needle)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, fashion_mnist_available):
+    """Every case as `train` in one process: {case: (proc, results dir)}."""
+    argvs, results = [], {}
+    for case in sorted(CASES):
+        args, make_data = CASES[case][:2]
+        root = tmp_path_factory.mktemp("case")
+        (root / "data").mkdir()
+        if make_data:
+            make_data(root / "data")
+        results[case] = root / "results"
+        argvs.append(["train", *TINY, *args, "--data-dir", root / "data", "--results-dir", results[case]])
+    return {case: (proc, results[case]) for case, proc in zip(sorted(CASES), run_cli_many(argvs))}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_one_line_exit_2_nothing_stored(case, tmp_path, fashion_mnist_available):
-    args, make_data, needle = CASES[case]
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    if make_data:
-        make_data(data_dir)
-    results = tmp_path / "results"
-    proc = run_cli("train", *TINY, *args, "--data-dir", data_dir, "--results-dir", results, check=False)
-    assert proc.returncode == 2, proc.stderr
+def test_bad_input_one_line_exit_2_nothing_stored(case, outcomes):
+    needle = CASES[case][2]
+    expected_code = CASES[case][3] if len(CASES[case]) > 3 else EXIT_USER_ERROR
+    proc, results = outcomes[case]
+    assert proc.returncode == expected_code, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
@@ -72,17 +99,15 @@ def test_bad_input_one_line_exit_2_nothing_stored(case, tmp_path, fashion_mnist_
     assert not (results / "results.duckdb").exists()
 
 
-def test_unwritable_results_dir(tmp_path, fashion_mnist_available):
+def test_unwritable_results_dir_and_unknown_options_are_one_line(tmp_path, fashion_mnist_available):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cli("train", *TINY, "--dataset", "fashion-mnist", "--results-dir", blocker / "results", check=False)
-    assert proc.returncode == 2
-    [line] = proc.stderr.splitlines()
-    assert line.startswith("error: results dir") and "--results-dir" in line
-
-
-def test_unknown_option_and_model_errors_are_one_line():
-    for args in (["train", "--bogus"], ["model", "--n", "0"], ["model", "--shortcut", "Z"], ["train", "--n", "x"]):
-        proc = run_cli(*args, check=False)
-        assert proc.returncode == 2, args
+    cases = [["train", *TINY, "--dataset", "fashion-mnist", "--results-dir", blocker / "results"],
+             ["train", "--bogus"], ["model", "--n", "0"], ["model", "--shortcut", "Z"], ["train", "--n", "x"]]
+    procs = run_cli_many(cases)
+    for args, proc in zip(cases, procs):
+        assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert procs[0].stderr.startswith("error: results dir") and "--results-dir" in procs[0].stderr
+    # a bad choice reads the same whichever command it comes from (core.vocab.check_choice)
+    assert procs[3].stderr == "error: --shortcut: unknown shortcut 'Z'; use A, B, none\n"

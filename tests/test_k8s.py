@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from resnet_study.core import EXIT_RETRY, EXIT_SIGTERM, EXIT_USER_ERROR
 from resnet_study.jobs import sweep as sw
-from tests.helpers import ROOT, dockerfile_uid, parse_command, run_cli
+from tests.helpers import ROOT, cli_env, dockerfile_uid, parse_command, run_cli
 
 K8S = ROOT / "k8s"
 MANIFESTS = ("sweep.yaml", "results-api.yaml")
@@ -167,6 +168,17 @@ def problems(docs: list[dict]) -> list[str]:
         if not any(r.get("action") == "Ignore" and any(c.get("type") == "DisruptionTarget"
                                                          for c in r.get("onPodConditions", [])) for r in rules):
             out.append(f"Job {name}: podFailurePolicy must Ignore DisruptionTarget (preemption burns no retry)")
+        if pod_failure_action(rules, exit_code=EXIT_USER_ERROR) != "FailIndex":
+            out.append(f"Job {name}: podFailurePolicy must FailIndex on exit {EXIT_USER_ERROR} (a bad spec)")
+        if spec["template"]["spec"].get("terminationGracePeriodSeconds", 30) < sw.GRACE_SECONDS:
+            out.append(f"Job {name}: terminationGracePeriodSeconds must give a cell {sw.GRACE_SECONDS} s to "
+                       f"checkpoint on SIGTERM")
+        annotations = job["metadata"].get("annotations", {})
+        envs = [{e["name"]: e.get("value") for e in c.get("env", [])} for c in spec["template"]["spec"]["containers"]]
+        if annotations.get(sw.INDEX_MODE_ANNOTATION) != sw.INDEX_MODE or any(
+                e.get(sw.INDEX_MODE_ENV) != sw.INDEX_MODE for e in envs):
+            out.append(f"Job {name}: the index mode ({sw.INDEX_MODE_ANNOTATION} annotation, {sw.INDEX_MODE_ENV} "
+                       f"env) must say {sw.INDEX_MODE}")
         if spec.get("podReplacementPolicy") != "Failed":
             out.append(f"Job {name}: podReplacementPolicy must be Failed (a replacement pod never overlaps the old one)")
         for c in spec["template"]["spec"]["containers"]:
@@ -197,6 +209,22 @@ def problems(docs: list[dict]) -> list[str]:
             if p.get("targetPort", p["port"]) not in (*ports, *ports.values()):
                 out.append(f"Service {name}: targetPort {p.get('targetPort')} is no container port of its pods")
     return out
+
+
+def pod_failure_action(rules: list[dict], exit_code: int | None = None, conditions: tuple[str, ...] = (),
+                       container: str = "cell") -> str:
+    """What a Job's podFailurePolicy does with a failed pod, as Kubernetes decides it (batch/v1 PodFailurePolicy):
+    the first rule that matches wins; onExitCodes matches the container's exit code (In / NotIn), onPodConditions
+    a condition of the pod that is True; no rule matching means Count (a retry within backoffLimitPerIndex)."""
+    for rule in rules:
+        codes = rule.get("onExitCodes")
+        if codes and exit_code is not None and codes.get("containerName", container) == container:
+            inside = exit_code in codes["values"]
+            if inside == (codes["operator"] == "In"):
+                return rule["action"]
+        if any(c["type"] in conditions and c.get("status", "True") == "True" for c in rule.get("onPodConditions", [])):
+            return rule["action"]
+    return "Count"
 
 
 def spec_from_text(text: str) -> sw.Sweep:
@@ -235,11 +263,32 @@ def test_the_configmap_ships_the_spec_file_and_the_pods_run_its_cells():
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert cm["data"] == {"seed-study.yaml": (ROOT / "jobs" / "seed-study.yaml").read_text()}
     (job,) = [d for d in docs if d["kind"] == "Job"]
-    assert job["spec"]["completions"] == len(sw.load(ROOT / "jobs" / "seed-study.yaml")) == 54
+    sweep = sw.load(ROOT / "jobs" / "seed-study.yaml")
+    assert job["spec"]["completions"] == len(sweep) == 18 and len(sweep.runs) == 54  # one index per cell of 3 seeds
     (container,) = job["spec"]["template"]["spec"]["containers"]
     # the real CLI, as a process, accepts the pod's command (each pod then reads JOB_COMPLETION_INDEX)
     proc = run_cli(*container["command"][1:], "--help")
     assert "Usage: resnet-study sweep run" in proc.stdout and "--index" in proc.stdout
+
+
+def test_the_failure_policy_fails_a_bad_spec_at_once_and_retries_what_may_pass(tmp_path):
+    (job,) = [d for d in load_docs() if d["kind"] == "Job"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert pod_failure_action(rules, exit_code=EXIT_USER_ERROR) == "FailIndex"  # a bad spec: no retry can help
+    assert pod_failure_action(rules, exit_code=EXIT_SIGTERM) == "Ignore"  # stopped cleanly, checkpointed
+    assert pod_failure_action(rules, exit_code=137, conditions=("DisruptionTarget",)) == "Ignore"  # preempted
+    assert pod_failure_action(rules, exit_code=EXIT_RETRY) == "Count"  # data not there yet, no GPU on the node
+    assert pod_failure_action(rules, exit_code=1) == "Count"  # a crash: retried up to backoffLimitPerIndex
+    # the pod's own command with a bad spec exits with the code the first rule fails the index on
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    bad = tmp_path / "seed-study.yaml"
+    bad.write_text("grid: {n: [3]}\nfixed: {epochs: ten}\n")
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    proc = run_cli(*container["command"][1:3], bad, *container["command"][4:], check=False,
+                   env=cli_env(JOB_COMPLETION_INDEX="0", **{k: v for k, v in env.items() if k.startswith("RESNET")
+                                                            and k not in ("RESNET_STUDY_DATA", "RESNET_STUDY_RESULTS")}))
+    assert proc.returncode == EXIT_USER_ERROR and proc.stderr.count("\n") == 1, proc.stderr
+    assert "fixed.epochs: Input should be a valid integer" in proc.stderr
 
 
 def test_kustomization_lists_every_manifest():
@@ -297,15 +346,19 @@ DELETE = object()
 @pytest.mark.parametrize("change, finding", [
     (mutate("Job: spec template spec restartPolicy", "OnFailure"), "restartPolicy must be Never"),
     (mutate("Job: spec completionMode", "Indexd"), "completionMode must be Indexed"),
-    (mutate("Job: spec completions", 53), "completions 53 != 54 cells"),
+    (mutate("Job: spec completions", 54), "completions 54 != 18 cells"),
     (mutate("Job: spec parallelism", 60), "parallelism must be 1..completions"),
     (mutate("Job: spec backoffLimitPerIndex", DELETE), "backoffLimitPerIndex is not set"),
-    (mutate("Job: spec podFailurePolicy rules 0 action", "Count"), "podFailurePolicy must Ignore DisruptionTarget"),
+    (mutate("Job: spec podFailurePolicy rules 1 action", "Count"), "podFailurePolicy must Ignore DisruptionTarget"),
+    (mutate("Job: spec podFailurePolicy rules 0 action", "Count"), "podFailurePolicy must FailIndex on exit 2"),
+    (mutate("Job: spec template spec terminationGracePeriodSeconds", DELETE), "terminationGracePeriodSeconds"),
+    (mutate("Job: metadata annotations resnet-study/index", "run"), "the index mode"),
+    (mutate("Job: spec template spec containers 0 env 3 value", "run"), "the index mode"),
     (mutate("Job: spec podReplacementPolicy", "TerminatingOrFailed"), "podReplacementPolicy must be Failed"),
     (mutate("Job: spec template spec containers 0 env 2 valueFrom resourceFieldRef resource", "limits.cpu"),
      "RESNET_STUDY_CPU_REQUEST must come from its own requests.cpu"),
     (mutate("Job: spec template spec containers 0 resources requests memory", "8GB"), "not a quantity: '8GB'"),
-    (mutate("Job: spec template spec containers 0 resources limits memory", "4Gi"), "requests.memory 8Gi exceeds"),
+    (mutate("Job: spec template spec containers 0 resources limits memory", "4Gi"), "requests.memory 5Gi exceeds"),
     (mutate("Job: spec template spec containers 0 resources limits nvidia.com/gpu", DELETE), "nvidia.com/gpu must be 1"),
     (mutate("Job: spec template spec volumes 1 persistentVolumeClaim claimName", "results"), "claimName results is no PVC"),
     (mutate("Job: spec template spec containers 0 command 3", "/spec/seed.yaml"), "is not a key of a ConfigMap"),

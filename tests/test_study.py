@@ -33,6 +33,7 @@ TINY = ["train", "--dataset", "fashion-mnist", "--train-limit", "400", "--test-l
 
 
 def train_all(results, cells: list[list[str]], parallel: int = 2) -> None:
+    """One `train` process per item (a run, or a cell with --seeds), `parallel` at a time."""
     pending = list(cells)
     while pending:
         batch, pending = pending[:parallel], pending[parallel:]
@@ -50,8 +51,8 @@ def variants(tmp_path_factory, fashion_mnist_available):
     """Two seeds of one experiment, and three runs that each differ from it in one thing other than the seed."""
     results = tmp_path_factory.mktemp("variants") / "results"
     base = ["--n", "1", "--epochs", "1"]
-    train_all(results, [base + ["--seed", "0"], base + ["--seed", "1"], base + ["--train-limit", "300"],
-                        base + ["--lr", "0.05"], base + ["--val-split", "100"]])
+    train_all(results, [base + ["--seeds", "0,1"], base + ["--train-limit", "300"], base + ["--lr", "0.05"],
+                        base + ["--val-split", "100"]])
     return results
 
 
@@ -96,9 +97,9 @@ def run_json(*args):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, fashion_mnist_available):
-    """2 depths x 2 epoch budgets x 3 seeds, and one plain net with a single seed."""
+    """2 depths x 2 epoch budgets x 3 seeds (a cell per process), and one plain net with a single seed."""
     results = tmp_path_factory.mktemp("study") / "results"
-    cells = [["--n", str(n), "--epochs", str(e), "--seed", str(s)] for n in (1, 2) for e in (1, 2) for s in range(3)]
+    cells = [["--n", str(n), "--epochs", str(e), "--seeds", "0-2"] for n in (1, 2) for e in (1, 2)]
     train_all(results, cells + [["--n", "1", "--epochs", "2", "--shortcut", "none"]])
     return results
 
@@ -259,7 +260,7 @@ def test_the_shipped_claims_name_shipped_specs():
     assert len(ids) == len(set(ids)) >= 6
     for c in claims():
         spec = sw.load(c.spec)
-        configs = {(cfg.dataset, cfg.layers, cfg.epochs, cfg.shortcut, cfg.val_split) for cfg in spec.cells}
+        configs = {(cfg.dataset, cfg.layers, cfg.epochs, cfg.shortcut, cfg.val_split) for cfg in spec.runs}
         depths = {d for p in c.pairs for d in p} if c.kind == "depth" else set(c.at)
         budgets = set(c.at) if c.kind == "depth" else {e for p in c.pairs for e in p}
         for layers in depths:

@@ -12,7 +12,8 @@
 
 Lines are cells (one experiment over its seeds: results_api/queries.py); a panel with several variants names them
 in the legend. Axes are set from the data with a margin, and legends sit outside the axes: nothing is clipped or
-covered. `render(name, fmt, db, params)` returns the image bytes; the service caches them per data version.
+covered. `render(name, fmt, db, params)` returns the image bytes (`draw` then `save`); the service caches them per data
+version.
 """
 
 from __future__ import annotations
@@ -315,12 +316,22 @@ DRAW = {"error-curves": error_curves, "accuracy": accuracy, "depth-vs-accuracy":
         "plain-vs-resnet": plain_vs_resnet}
 
 
+def draw(name: str, db, **params) -> Figure:
+    """Figure `name` (a key of FIGURES) on an Agg canvas, not yet laid out. Raises FigureUnavailable."""
+    fig = DRAW[name](db, **params)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, fmt: str) -> bytes:
+    """`fig` as `fmt` (png | svg) bytes, without the version or date stamps that would change them between runs."""
+    buf = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else {"Date": None}
+    fig.savefig(buf, format=fmt, metadata=metadata)
+    return buf.getvalue()
+
+
 def render(name: str, fmt: str, db, **params) -> bytes:
     """Draw figure `name` (a key of FIGURES) as `fmt` (png | svg). Raises FigureUnavailable."""
     with _RENDER_LOCK:
-        fig = DRAW[name](db, **params)
-        FigureCanvasAgg(fig)
-        buf = io.BytesIO()
-        metadata = {"Software": None} if fmt == "png" else {"Date": None}
-        fig.savefig(buf, format=fmt, metadata=metadata)
-        return buf.getvalue()
+        return save(draw(name, db, **params), fmt)

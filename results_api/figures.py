@@ -4,7 +4,8 @@
                        the lowest to the highest seed; one panel per data set (the paper's Fig. 6 style)
     accuracy           test accuracy vs epoch, the same lines and bands
     depth-vs-accuracy  final test accuracy vs depth per epoch budget, with 95 % confidence intervals of the mean,
-                       beside the paper's and the seed report's numbers
+                       beside the paper's and the seed report's numbers at the depths measured (those at other
+                       depths are named in the legend)
     time-to-accuracy   test error vs cumulative training seconds: how fast each depth and budget gets where
     time-vs-accuracy   final test accuracy vs training time, one point per run
     confusion          one run's test-set confusion matrix, with class names and counts
@@ -12,16 +13,19 @@
 
 Lines are cells (one experiment over its seeds: results_api/queries.py); a panel with several variants names them
 in the legend. Axes are set from the data with a margin, and legends sit outside the axes: nothing is clipped or
-covered. `render(name, fmt, db, params)` returns the image bytes; the service caches them per data version.
+covered. `render(name, fmt, db, params)` returns the image bytes (`draw` then `save`); the service caches them per data
+version.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import textwrap
 import threading
 
 import matplotlib
-import matplotlib.ticker
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 matplotlib.use("Agg")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
@@ -83,9 +87,13 @@ def _fit(ax, values, floor: float | None = None, ceiling: float | None = None) -
 
 
 def _legend(ax, handles_extra=()) -> None:
+    """The legend right of the axes, its entries wrapped at 44 characters: a long variant label ("lr 0.05, train
+    3000 of 60k images, ...") would otherwise narrow the axes until its title runs off the figure."""
     for label, style in handles_extra:
         ax.plot([], [], color="black", linestyle=style, label=label)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [textwrap.fill(l, 44, break_on_hyphens=False) for l in labels], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
 
 
 def _lines(points: list[dict]) -> dict[tuple, list[dict]]:
@@ -96,9 +104,42 @@ def _lines(points: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _label(variant, layers: int, budget: int, runs: int, several_variants: bool) -> str:
-    text = f"{queries.net_name(variant, layers)}, {budget} ep ({runs} run{'s' if runs > 1 else ''})"
+class _Counts:
+    """A line's legend count: the cell's completed runs, as the table counts them (queries.cell_values), and the
+    runs still without a final result whose epochs the line also draws (a run in progress, or one that stopped)."""
+
+    def __init__(self, db, dataset):
+        self.completed = {key: len(values) for key, values in queries.cell_values(db, dataset).items()}
+
+    def __call__(self, variant, layers: int, budget: int, line: list[dict]) -> str:
+        completed = self.completed.get((variant, layers, budget), 0)
+        unfinished = max(p["runs"] for p in line) - completed  # every run of the line has its epoch 1
+        parts = [f"{completed} run{'s' if completed > 1 else ''}"] if completed else []
+        return ", ".join(parts + ([f"{unfinished} unfinished"] if unfinished > 0 else []))
+
+
+def _label(variant, layers: int, budget: int, runs: str, several_variants: bool) -> str:
+    text = f"{queries.net_name(variant, layers)}, {budget} ep ({runs})"
     return f"{text}, {variant.label}" if several_variants else text
+
+
+def _epoch_axis(ax) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs: the default locator ticks 2.5, 7.5, ...
+
+
+def _seconds_axis(ax, seconds) -> bool:
+    """A log axis when the times span more than 20x (returns whether it is one), labelled at 1-2-5 steps over two
+    decades or less, 1-3 up to four, decades beyond. Minor ticks stay unlabelled: matplotlib labels them on a short
+    log span, where "3x10^1" and "4x10^1" run into each other."""
+    if not seconds or max(seconds) <= 20 * min(seconds):
+        return False
+    decades = math.log10(max(seconds) / min(seconds))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if decades <= 2 else (1, 3) if decades <= 4 else (1,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return True
 
 
 def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figure:
@@ -106,6 +147,7 @@ def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figu
     if not points:
         return _empty(title, "no runs with epochs yet")
     datasets = sorted({p["dataset"] for p in points})
+    runs = _Counts(db, dataset)
     fig, axes = _new(len(datasets), width=7.4)
     for ax, ds in zip(axes, datasets):
         lines = _lines([p for p in points if p["dataset"] == ds])
@@ -116,7 +158,7 @@ def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figu
                                                                                      kv[0][1])):
             style = LINESTYLES[variants.index(variant) % len(LINESTYLES)]
             x = [p["epoch"] for p in line]
-            label = _label(variant, layers, budget, max(p["runs"] for p in line), len(variants) > 1)
+            label = _label(variant, layers, budget, runs(variant, layers, budget, line), len(variants) > 1)
             mean = [p["test_error_pct"] for p in line]
             low, high = [p["test_error_pct_min"] for p in line], [p["test_error_pct_max"] for p in line]
             if accuracy:
@@ -128,7 +170,7 @@ def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figu
                 ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
                 shown += [p["train_error_pct"] for p in line]
         ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title}", fontsize=10)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel("test accuracy (%)" if accuracy else "error (%)")
         _fit(ax, shown, 0, 100)
         ax.grid(alpha=0.3)
@@ -146,12 +188,22 @@ def accuracy(db, dataset=None, epochs=None, **_) -> Figure:
                          accuracy=True)
 
 
+def _depth_span(measured, refs) -> tuple[int, int] | None:
+    """The depths the figure spans: those measured, in every panel (the published numbers alone when nothing is
+    measured). The paper's ResNet-1202 beside a study of 20..44 layers would leave the measured points a corner."""
+    depths = {l for r in measured for l, _ in r.cells} or {l for r in refs for l, _ in r.cells}
+    return (min(depths), max(depths)) if depths else None
+
+
 def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
     title = "Final test accuracy vs depth"
     table = queries.comparison(db, dataset, "test_error_pct", all_columns=True)
     measured = [r for r in table.rows if r.kind == "measured"]
     refs = [r for r in reference_rows() if r.metric == "test_error_pct" and (dataset is None or r.dataset == dataset)]
-    datasets = sorted({r.dataset for r in measured} | {r.dataset for r in refs})
+    span = _depth_span(measured, refs)
+    inside = (lambda layers: span[0] <= layers <= span[1]) if span else None
+    # A panel per data set with something in the span: a data set with published numbers only at other depths has none.
+    datasets = sorted({r.dataset for r in measured} | {r.dataset for r in refs if any(inside(l) for l, _ in r.cells)})
     if not datasets:
         return _empty(title, "no completed runs yet")
     fig, axes = _new(len(datasets), width=7.4)
@@ -171,13 +223,21 @@ def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
                         label=f"{r.label}, {ep} ep (n = {'/'.join(str(c.count) for _, c in cells)})")
         for ref in (r for r in refs if r.dataset == ds):
             for ep in sorted({e for _, e in ref.cells}):
-                cells = sorted((l, 100 - v) for (l, e), v in ref.cells.items() if e == ep)
-                depths |= {c[0] for c in cells}
-                shown += [c[1] for c in cells]
-                ax.plot([c[0] for c in cells], [c[1] for c in cells], marker=markers.get(ref.label, "s"),
-                        color=REFERENCE_COLOURS.get(ep, "black"), linestyle="none", markersize=8, alpha=0.8,
-                        label=f"{ref.label}, {ep} ep")
+                cells = sorted((l, 100 - v) for (l, e), v in ref.cells.items() if e == ep and inside(l))
+                if cells:
+                    depths |= {c[0] for c in cells}
+                    shown += [c[1] for c in cells]
+                    ax.plot([c[0] for c in cells], [c[1] for c in cells], marker=markers.get(ref.label, "s"),
+                            color=REFERENCE_COLOURS.get(ep, "black"), linestyle="none", markersize=8, alpha=0.8,
+                            label=f"{ref.label}, {ep} ep")
+            outside = sorted({l for l, _ in ref.cells if not inside(l)})
+            if outside:  # named, so that the reader knows they exist (the report's table has their numbers)
+                ax.plot([], [], linestyle="none", label=f"not drawn, outside {span[0]}-{span[1]} layers: "
+                                                        f"{ref.label} at {', '.join(map(str, outside))}")
         ax.set_xscale("log")
+        low, high = math.log10(span[0]), math.log10(span[1])
+        pad = max(0.05 * (high - low), math.log10(1.08))  # room for the end markers
+        ax.set_xlim(10 ** (low - pad), 10 ** (high + pad))  # the same span in every panel
         ax.set_xticks(sorted(depths), [str(d) for d in sorted(depths)])
         ax.minorticks_off()
         _fit(ax, shown, 0, 100)
@@ -195,6 +255,7 @@ def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
     if not points:
         return _empty(title, "no runs with epochs yet")
     datasets = sorted({p["dataset"] for p in points})
+    runs = _Counts(db, dataset)
     fig, axes = _new(len(datasets), width=7.4)
     for ax, ds in zip(axes, datasets):
         lines = _lines([p for p in points if p["dataset"] == ds])
@@ -206,12 +267,10 @@ def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
             x, y = [p["seconds"] for p in line], [p["test_error_pct"] for p in line]
             ax.plot(x, y, color=colours[(layers, budget)], marker=".", linewidth=1.5,
                     linestyle=LINESTYLES[variants.index(variant) % len(LINESTYLES)],
-                    label=_label(variant, layers, budget, max(p["runs"] for p in line), len(variants) > 1))
+                    label=_label(variant, layers, budget, runs(variant, layers, budget, line), len(variants) > 1))
             shown += y
             seconds += x
-        if seconds and max(seconds) > 20 * min(seconds):
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        _seconds_axis(ax, seconds)
         _fit(ax, shown, 0, 100)
         ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()} (mean over seeds)", fontsize=10)
         ax.set_xlabel("cumulative training time (s)")
@@ -235,11 +294,7 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
             ax.scatter([r["train_seconds"] for r in pts], [r["accuracy_pct"] for r in pts], color=colours[layers],
                        marker=markers.get(ds, "s"), s=28, alpha=0.75, edgecolors="none",
                        label=f"{DATASET_TITLES.get(ds, ds)}, {layers} layers")
-    seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
-    log = bool(seconds) and max(seconds) > 20 * min(seconds)
-    if log:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    log = _seconds_axis(ax, [r["train_seconds"] for r in runs if r["train_seconds"]])
     _fit(ax, [r["accuracy_pct"] for r in runs], 0, 100)
     ax.set_title(title)
     ax.set_xlabel("training time (s, log scale)" if log else "training time (s)")
@@ -289,20 +344,22 @@ def plain_vs_resnet(db, dataset=None, epochs=None, **_) -> Figure:
                                 (f" for dataset {dataset}" if dataset else ""))
     datasets = sorted({p["dataset"] for p in points if p["variant"].get("shortcut") == "none"})
     colours = _colours(p["layers"] for p in points)
+    runs = _Counts(db, dataset)
     fig, axes = _new(2, len(datasets), width=6.2)
     shown = [v for p in points for v in (p["train_error_pct"], p["test_error_pct"])]
     for row, ds in enumerate(datasets):
         for col, plain in enumerate((True, False)):
             ax = axes[2 * row + col]
-            lines = _lines([p for p in points if p["dataset"] == ds and (p["variant"].get("shortcut") == "none") == plain])
+            lines = _lines([p for p in points
+                            if p["dataset"] == ds and (p["variant"].get("shortcut") == "none") == plain])
             several = len({k[0] for k in lines}) > 1
             for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (kv[0][1], kv[0][0].label)):
                 x = [p["epoch"] for p in line]
                 ax.plot(x, [p["test_error_pct"] for p in line], color=colours[layers], linewidth=2,
-                        label=_label(variant, layers, budget, max(p["runs"] for p in line), several))
+                        label=_label(variant, layers, budget, runs(variant, layers, budget, line), several))
                 ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
             ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {'plain nets' if plain else 'ResNets'}", fontsize=10)
-            ax.set_xlabel("epoch")
+            _epoch_axis(ax)
             ax.set_ylabel("error (%)")
             _fit(ax, shown, 0, 100)  # the same scale in both panels
             ax.grid(alpha=0.3)
@@ -315,12 +372,22 @@ DRAW = {"error-curves": error_curves, "accuracy": accuracy, "depth-vs-accuracy":
         "plain-vs-resnet": plain_vs_resnet}
 
 
+def draw(name: str, db, **params) -> Figure:
+    """Figure `name` (a key of FIGURES) on an Agg canvas, not yet laid out. Raises FigureUnavailable."""
+    fig = DRAW[name](db, **params)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, fmt: str) -> bytes:
+    """`fig` as `fmt` (png | svg) bytes, without the version or date stamps that would change them between runs."""
+    buf = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else {"Date": None}
+    fig.savefig(buf, format=fmt, metadata=metadata)
+    return buf.getvalue()
+
+
 def render(name: str, fmt: str, db, **params) -> bytes:
     """Draw figure `name` (a key of FIGURES) as `fmt` (png | svg). Raises FigureUnavailable."""
     with _RENDER_LOCK:
-        fig = DRAW[name](db, **params)
-        FigureCanvasAgg(fig)
-        buf = io.BytesIO()
-        metadata = {"Software": None} if fmt == "png" else {"Date": None}
-        fig.savefig(buf, format=fmt, metadata=metadata)
-        return buf.getvalue()
+        return save(draw(name, db, **params), fmt)

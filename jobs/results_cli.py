@@ -21,7 +21,7 @@ import typer
 from ..core import StudyError, store
 from ..core.vocab import DATASETS
 from ..results_api import queries, tables
-from .options import FORMATS, Format, ResultsDir, check_option, print_rows, results_dir_or_default
+from .options import FORMATS, Format, ResultsDir, TokenFile, check_option, print_rows, results_dir_or_default
 
 results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
                           no_args_is_help=True)
@@ -130,13 +130,20 @@ def results_compare(
 
 def serve(
     results_dir: Optional[Path] = ResultsDir,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container; any address "
+                                               "other machines reach needs a token or --insecure-no-auth)."),
     port: int = typer.Option(8000, help="TCP port."),
+    token_file: Optional[Path] = TokenFile,
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="Serve without a token on an address other machines can reach: "
+                                               "anyone who reaches it reads every run."),
 ):
-    """Serve the results read-only over HTTP: JSON/CSV tables, figures, a dashboard at /, OpenAPI at /docs."""
+    """Serve the results read-only over HTTP: JSON/CSV tables, figures, a dashboard at /, OpenAPI at /docs. With
+    a token ($RESNET_STUDY_API_TOKEN or --token-file), every route but /healthz needs `Authorization: Bearer TOKEN`;
+    a browser opens /?token=TOKEN once (a cookie keeps it)."""
     from ..results_api.app import serve as serve_app
 
-    serve_app(results_dir_or_default(results_dir), host, port)
+    serve_app(results_dir_or_default(results_dir), host, port, token_file, insecure_no_auth)
 
 
 def report(

@@ -152,6 +152,12 @@ def problems(docs: list[dict]) -> list[str]:
                     out.append(f"{cw}: readOnlyRootFilesystem must be true")
                 if not mounts.get("/results", {}).get("readOnly"):
                     out.append(f"{cw}: the results volume must be mounted readOnly")
+                token_file = Path(env.get("RESNET_STUDY_API_TOKEN_FILE") or "/nowhere")
+                secret = volumes.get(mounts.get(str(token_file.parent), {}).get("name"), {}).get("secret")
+                keys = [item["path"] for item in (secret or {}).get("items", [])]
+                if not params["insecure_no_auth"] and (secret is None or keys and token_file.name not in keys):
+                    out.append(f"{cw}: serve on {params['host']} needs its token: RESNET_STUDY_API_TOKEN_FILE must be "
+                               f"a file of a mounted Secret volume")
 
     for name, job in by_kind.get("Job", {}).items():
         spec = job["spec"]
@@ -320,6 +326,9 @@ DELETE = object()
     (mutate("Deployment: spec template spec containers 0 securityContext readOnlyRootFilesystem", False),
      "readOnlyRootFilesystem"),
     (mutate("Deployment: spec template spec containers 0 volumeMounts 0 readOnly", False), "mounted readOnly"),
+    (mutate("Deployment: spec template spec containers 0 env 2 value", "/etc/token"), "needs its token"),
+    (mutate("Deployment: spec template spec volumes 2 secret items 0 path", "tok"), "needs its token"),
+    (mutate("Deployment: spec template spec containers 0 volumeMounts 2", DELETE), "needs its token"),
     (mutate("Deployment: spec template metadata labels app.kubernetes.io/component", "api"), "selector does not match"),
     (mutate("Service: spec selector app.kubernetes.io/component", "results"), "matches 0 Deployments"),
     (mutate("Service: spec ports 0 targetPort", "web"), "targetPort web is no container port"),

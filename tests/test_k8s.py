@@ -351,3 +351,12 @@ def test_render_options_and_a_cpu_cluster(tmp_path):
     assert c["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert job["spec"]["parallelism"] == 1 and job["spec"]["completions"] == len(sw.load("demo.yaml"))
     assert job["metadata"]["name"] == "resnet-study-demo" and c["command"][3] == "/spec/demo.yaml"
+
+
+def test_the_service_reads_its_token_from_the_secret_the_readme_creates():
+    (dep,) = [d for d in load_docs() if d["kind"] == "Deployment"]
+    (secret,) = [v["secret"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert secret == {"secretName": "resnet-study-api-token", "optional": True,
+                      "items": [{"key": "token", "path": "token"}]}
+    create = "kubectl create secret generic resnet-study-api-token --from-literal=token="
+    assert create in (ROOT / "README.md").read_text() and create in (K8S / "results-api.yaml").read_text()

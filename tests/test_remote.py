@@ -184,7 +184,7 @@ def test_a_planted_bug_is_logged_with_its_traceback_and_answered_500_with_its_id
     assert "planted" not in r.text and "Traceback" not in r.text  # the body names no internals
     assert traced.status_code == 500 and traced.json()["request_id"] == "ingress-7f3a"
     text = log.read_text()
-    failed = text.index(f"request {rid}: GET /tables/comparison failed")
+    failed = text.index(f"request {rid}: GET /tables/comparison?format=csv failed")
     assert text.index("Traceback (most recent call last):", failed) < text.index(
         "RuntimeError: planted bug in queries.comparison", failed)
     assert "GET /tables/comparison?format=csv 500" in text and f"request_id={rid}" in text  # the access line

@@ -9,7 +9,8 @@
 # 3. the real Dockerfile built on a local stand-in for python:3.11-slim-bookworm (there is no registry here);
 # 4. `docker run --network=none resnet-study --help`, then a tiny `train` in the container on Debian's Fashion-MNIST
 #    writing to a mounted results dir that the host reads back with `resnet-study results query`;
-# 5. `docker-compose up` of a tiny train plus results-api, HTTP checks against the service, `down -v`.
+# 5. `docker-compose up` of a tiny train plus results-api with a bearer token, HTTP checks against the service
+#    (/healthz open, 401 without the token, 200 with it), `down -v`.
 #
 # Environment: CONTAINERS_STATE_DIR=DIR keeps the daemon's data root (images, build cache) in DIR between runs
 # (default: a temp dir, removed on exit). VENV=DIR: the project's venv (default .venv).
@@ -165,6 +166,9 @@ export CI_DATA_DIR="$data"
 # compose.yaml publishes the service's port; a free one, so that nothing else on this machine is in the way
 RESULTS_API_PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export RESULTS_API_PORT
+# the service listens on the container's 0.0.0.0: it refuses to start without a token
+RESNET_STUDY_API_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))')
+export RESNET_STUDY_API_TOKEN
 export TRAIN_ARGS="--n 1 --dataset fashion-mnist --epochs 1 --train-limit 1000 --test-limit 500 --device cpu --progress json"
 compose=("$COMPOSE" -f compose.yaml -f .ci/compose.ci.yaml)
 "${compose[@]}" up -d --no-build train results-api
@@ -181,9 +185,12 @@ done
 [ "$health" = healthy ] || { "${compose[@]}" logs --no-color results-api | tail -n 20; fail "results-api is $health"; }
 api_ip=$("$DOCKER" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$api_id")
 "$VENV/bin/python" - "http://127.0.0.1:$RESULTS_API_PORT" "http://$api_ip:8000" <<'EOF'
-"""The service on the read-only results volume answers, and sees the run the train service just wrote."""
+"""The service on the read-only results volume answers, lets in only the token, and sees the run the train service
+just wrote."""
 import json
+import os
 import sys
+import urllib.error
 import urllib.request
 
 published, direct = sys.argv[1:]
@@ -193,11 +200,19 @@ try:  # the published port, as users reach it; without a userland proxy only the
 except OSError as e:
     print(f"published port {published} does not answer ({e}); using the container address {direct}")
     api = direct
-with urllib.request.urlopen(f"{api}/healthz", timeout=10) as r:
+with urllib.request.urlopen(f"{api}/healthz", timeout=10) as r:  # open to probes: no token
     health = json.load(r)
     print(f"GET {api}/healthz", r.status, health)
 assert health["runs"] == 1, health
-with urllib.request.urlopen(f"{api}/runs?status=completed", timeout=10) as r:
+for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{api}/runs", headers=headers), timeout=10)
+        raise AssertionError(f"GET /runs with {headers or 'no token'} was let in")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401 and e.headers["WWW-Authenticate"].startswith("Bearer"), (e.code, dict(e.headers))
+        print(f"GET /runs with {'a wrong' if headers else 'no'} token: {e.code}, {json.load(e)['detail']}")
+token = {"Authorization": f"Bearer {os.environ['RESNET_STUDY_API_TOKEN']}"}
+with urllib.request.urlopen(urllib.request.Request(f"{api}/runs?status=completed", headers=token), timeout=10) as r:
     runs = json.load(r)
 assert [(x["layers"], x["dataset"], x["epochs_done"], x["train_size"]) for x in runs] == [(8, "fashion-mnist", 1, 1000)], runs
 print(f"GET /runs?status=completed: {runs[0]['run_id']}, test error {runs[0]['test_error']:.3f}")

@@ -44,6 +44,12 @@ IfRunning = typer.Option("wait", help="When another process already trains this 
 StrictResume = typer.Option(False, "--strict-resume", help="Refuse (exit 2) to resume a checkpoint made by other "
                                                            "code or on other data; without it the change is logged "
                                                            "and recorded per epoch.")
+TokenFile = typer.Option(None, "--token-file", envvar="RESNET_STUDY_API_TOKEN_FILE", show_default=False,
+                         help="File holding the service's bearer token (a mounted Kubernetes Secret) [default: "
+                              "$RESNET_STUDY_API_TOKEN_FILE, else the token in $RESNET_STUDY_API_TOKEN].")
+ApiUrl = typer.Option(None, "--url", show_default=False,
+                      help="Ask a running `resnet-study serve` at this address (e.g. http://localhost:8000) instead "
+                           "of opening a store; its token: $RESNET_STUDY_API_TOKEN or --token-file.")
 PROGRESS_MODES = ("auto", "bar", "json")
 IF_RUNNING = ("wait", "exit")
 FORMATS = ("table", "csv", "json")

@@ -4,6 +4,7 @@ comparison table, the read-only service and the static report, from the command 
     resnet-study results query "SELECT run_id, test_error FROM runs"
     resnet-study results table [--dataset fashion-mnist] [--metric test_error_pct] [--all] [--format table|csv|markdown]
     resnet-study results compare [--dataset cifar10] [--metric test_error_pct] [--format table|csv|json|markdown]
+    resnet-study results table --url http://localhost:8000          # the same table, from a running service
     resnet-study serve --results-dir results --host 127.0.0.1 --port 8000
     resnet-study report --out report/
 """
@@ -20,8 +21,11 @@ import typer
 
 from ..core import StudyError, store
 from ..core.vocab import DATASETS
-from ..results_api import queries, tables
-from .options import FORMATS, Format, ResultsDir, check_option, print_rows, results_dir_or_default
+from ..results_api import auth, queries, tables
+from ..results_api.client import Remote
+from ..results_api.models import METRICS, CompareRow, ComparisonTable
+from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows, \
+    results_dir_or_default
 
 results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
                           no_args_is_help=True)
@@ -35,6 +39,28 @@ def _existing_results_dir(results_dir: Optional[Path]) -> Path:
     if os.access(rdir, os.W_OK):
         store.sync(rdir)
     return rdir
+
+
+def _source(ctx: typer.Context, url: Optional[str], token_file: Optional[Path],
+            results_dir: Optional[Path]) -> Remote | queries.Store:
+    """The running service at --url, else the local store."""
+    if url is None:
+        return queries.Store(_existing_results_dir(results_dir))
+    if ctx.get_parameter_source("results_dir").name == "COMMANDLINE":
+        raise StudyError("--url and --results-dir: give one (a service reads its own store)")
+    return Remote(url, auth.load_token(token_file))
+
+
+def _comparison(source: Remote | queries.Store, dataset, metric, all_columns: bool) -> ComparisonTable:
+    if isinstance(source, Remote):
+        return source.comparison(dataset, metric, all_columns)
+    return queries.comparison(source, dataset, metric, all_columns)
+
+
+def _comparisons(source: Remote | queries.Store, dataset, metric: str) -> list[CompareRow]:
+    if isinstance(source, Remote):
+        return source.comparisons(dataset, metric)
+    return queries.comparisons(source, dataset, metric)
 
 
 @results_app.command("query")
@@ -83,18 +109,21 @@ def print_wide(header: list[str], rows: list[list[str]], title: str, label_colum
 
 @results_app.command("table")
 def results_table(
+    ctx: typer.Context,
     dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
-    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(queries.METRICS)} [default: both]."),
+    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(METRICS)} [default: both]."),
     all_columns: bool = typer.Option(False, "--all", help="Every published column too, not only measured ones."),
     fmt: str = typer.Option("table", "--format", help="table, csv (one line per cell) or markdown."),
     results_dir: Optional[Path] = ResultsDir,
+    url: Optional[str] = ApiUrl,
+    token_file: Optional[Path] = TokenFile,
 ):
     """Print the comparison table: each experiment's mean ± 95 % half-width (seeds) per depth x epochs, beside the
     published numbers. A cell holds only runs that differ in nothing but the seed."""
     check_option("--dataset", dataset, DATASETS)
-    check_option("--metric", metric, tuple(queries.METRICS))
+    check_option("--metric", metric, tuple(METRICS))
     check_option("--format", fmt, ("table", "csv", "markdown"))
-    table = queries.comparison(queries.Store(_existing_results_dir(results_dir)), dataset, metric, all_columns)
+    table = _comparison(_source(ctx, url, token_file, results_dir), dataset, metric, all_columns)
     if fmt == "csv":
         sys.stdout.write(tables.as_long_csv(table))
     elif fmt == "markdown":
@@ -105,17 +134,20 @@ def results_table(
 
 @results_app.command("compare")
 def results_compare(
+    ctx: typer.Context,
     dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
-    metric: str = typer.Option("test_error_pct", help=f"{' or '.join(queries.METRICS)}."),
+    metric: str = typer.Option("test_error_pct", help=f"{' or '.join(METRICS)}."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
     results_dir: Optional[Path] = ResultsDir,
+    url: Optional[str] = ApiUrl,
+    token_file: Optional[Path] = TokenFile,
 ):
     """Answer the study's questions with tests: adjacent depths, adjacent epoch budgets, plain vs ResNet, option A
     vs B, measured vs published. Welch's t-test, Holm-adjusted; a cell with one run is never compared."""
     check_option("--dataset", dataset, DATASETS)
-    check_option("--metric", metric, tuple(queries.METRICS))
+    check_option("--metric", metric, tuple(METRICS))
     check_option("--format", fmt, ("table", "csv", "json", "markdown"))
-    rows = queries.comparisons(queries.Store(_existing_results_dir(results_dir)), dataset, metric)
+    rows = _comparisons(_source(ctx, url, token_file, results_dir), dataset, metric)
     if fmt == "csv":
         sys.stdout.write(tables.compare_csv(rows))
     elif fmt == "json":
@@ -124,19 +156,26 @@ def results_compare(
         sys.stdout.write(tables.compare_markdown(rows))
     else:
         print_wide(tables.COMPARE_HEADER, tables.compare_wide(rows),
-                   title=f"Comparisons of {queries.METRICS[metric]} ({len(rows)})", label_columns=4)
+                   title=f"Comparisons of {METRICS[metric]} ({len(rows)})", label_columns=4)
         print(tables.COMPARE_NOTE)
 
 
 def serve(
     results_dir: Optional[Path] = ResultsDir,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container; any address "
+                                               "other machines reach needs a token or --insecure-no-auth)."),
     port: int = typer.Option(8000, help="TCP port."),
+    token_file: Optional[Path] = TokenFile,
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="Serve without a token on an address other machines can reach: "
+                                               "anyone who reaches it reads every run."),
 ):
-    """Serve the results read-only over HTTP: JSON/CSV tables, figures, a dashboard at /, OpenAPI at /docs."""
+    """Serve the results read-only over HTTP: JSON/CSV tables, figures, a dashboard at /, OpenAPI at /docs. With
+    a token ($RESNET_STUDY_API_TOKEN or --token-file), every route but /healthz needs `Authorization: Bearer TOKEN`;
+    a browser opens /?token=TOKEN once (a cookie keeps it)."""
     from ..results_api.app import serve as serve_app
 
-    serve_app(results_dir_or_default(results_dir), host, port)
+    serve_app(results_dir_or_default(results_dir), host, port, token_file, insecure_no_auth)
 
 
 def report(

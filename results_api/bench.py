@@ -27,6 +27,7 @@ import duckdb
 from ..core import store
 from ..core.config import default_milestones
 from ..core.vocab import CLASS_NAMES, layers
+from . import auth
 
 DEPTHS = (3, 5, 7, 9, 18)  # the paper's n
 
@@ -151,6 +152,8 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
         port = _free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         env["RESNET_STUDY_RESULTS"] = str(folder)
+        for name in (auth.TOKEN_ENV, auth.TOKEN_FILE_ENV):  # the benchmark's requests carry no token
+            env.pop(name, None)
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
                                  "resnet_study.results_api.app:create_app_from_env", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)

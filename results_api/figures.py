@@ -209,17 +209,17 @@ def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
     fig, axes = _new(len(datasets), width=7.4)
     markers = {"He et al. 2016, Table 6": "*", "Seed report 2024, Table 1": "D"}
     for ax, ds in zip(axes, datasets):
-        series = [(r, ep) for r in measured if r.dataset == ds for ep in sorted({e for _, e in r.cells})]
+        series = [(r, ep) for r in measured if r.dataset == ds for ep in sorted({e for _, e in r.by_column()})]
         colours = _colours((r.label, ep) for r, ep in series)
         depths, shown = set(), []
         for r, ep in series:
-            cells = sorted((l, c) for (l, e), c in r.cells.items() if e == ep)
+            cells = sorted((l, c) for (l, e), c in r.by_column().items() if e == ep)
             depths |= {l for l, _ in cells}
             y = [100 - c.mean for _, c in cells]
             err = [c.half_width or 0 for _, c in cells]
             shown += [v - e for v, e in zip(y, err)] + [v + e for v, e in zip(y, err)]
             ax.errorbar([l for l, _ in cells], y, yerr=err, color=colours[(r.label, ep)], marker="o", capsize=3,
-                        linestyle=":" if r.variant.get("shortcut") == "none" else "-",
+                        linestyle=":" if r.shortcut == "none" else "-",
                         label=f"{r.label}, {ep} ep (n = {'/'.join(str(c.count) for _, c in cells)})")
         for ref in (r for r in refs if r.dataset == ds):
             for ep in sorted({e for _, e in ref.cells}):

@@ -14,32 +14,35 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from ..core import store
+from ..core import StudyError, store
 from ..core.config import ExperimentConfig, default_milestones
 from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS
 from ..core.vocab import TEST_IMAGES, TRAIN_IMAGES
 from . import stats
+from .models import METRICS, Column, CompareRow, ComparisonRow, ComparisonTable, column_key
 from .reference import Claim, Published, claims, published_numbers, reference_rows
 
 RUN_LIST_COLUMNS = tuple(c for c in RUN_COLUMNS if c != "config")  # the full config JSON: /runs/{run_id}
 RUN_FILTERS = ("dataset", "n", "shortcut", "epochs", "augment", "status")
-METRICS = {"test_error_pct": "test error (%)", "train_seconds": "training time (s)"}
 METRIC_SQL = {"test_error_pct": "100 * test_error", "train_seconds": "train_seconds"}
 # A row of the table: the cell fields without the data set (a row dimension of its own) and the columns (n, epochs).
 VARIANT_FIELDS = tuple(f for f in ExperimentConfig.cell_fields() if f not in ("dataset", "n", "epochs"))
 PAPER_RECIPE = "paper recipe"
-COMPARISON_KINDS = ("depth", "epochs", "plain vs ResNet", "option A vs B", "published")
 
 
 class NoStore(Exception):
     """The results dir has no results.duckdb yet (no run has written): every table is empty."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be read (gone, unreadable, not a DuckDB file): the service answers 503, not 500."""
 
 
 class Store:
@@ -61,11 +64,14 @@ class Store:
         if not store.db_path(self.results_dir).exists():
             raise NoStore()
         try:
-            return self.reader.query(sql, params)
-        except duckdb.IOException:
-            # A snapshot swapped between stat and open: follow the new one once with a fresh reader.
-            self.reader = store.StoreReader(self.results_dir)
-            return self.reader.query(sql, params)
+            try:
+                return self.reader.query(sql, params)
+            except duckdb.IOException:
+                # A snapshot swapped between stat and open: follow the new one once with a fresh reader.
+                self.reader = store.StoreReader(self.results_dir)
+                return self.reader.query(sql, params)
+        except (StudyError, duckdb.IOException, OSError) as e:  # the file, not the SQL: any other error is a bug
+            raise StoreUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
         cols, rows = self.query(sql, params)
@@ -262,93 +268,69 @@ def count_completed(db: Store, dataset: str | None = None) -> int:
                     [dataset, dataset])[1][0][0]
 
 
-@dataclass
-class Row:
-    kind: str  # measured | reference
-    dataset: str
-    metric: str
-    label: str
-    variant: Variant | None = None
-    source: str | None = None
-    cells: dict[tuple[int, int], stats.Summary] = field(default_factory=dict)  # (layers, epochs) -> summary
-
-
-@dataclass
-class Comparison:
-    columns: list[tuple[int, int]]
-    rows: list[Row]
-    runs_counted: int
-
-
 def variant_order(v: Variant) -> tuple:
     return (not v.is_paper_recipe, v.label)
 
 
+def _measured_row(variant: Variant, metric: str, cells: dict[tuple[int, int], stats.Summary]) -> ComparisonRow:
+    return ComparisonRow(kind="measured", dataset=variant.dataset, metric=metric, label=variant.label,
+                         shortcut=variant.get("shortcut"), augment=variant.get("augment"), variant=dict(variant.fields),
+                         cells={column_key(*c): s for c, s in cells.items()})
+
+
 def comparison(db: Store, dataset: str | None = None, metric: str | None = None, all_columns: bool = False,
-               ) -> Comparison:
+               ) -> ComparisonTable:
     """The comparison table. Columns: the (layers, epochs) that hold measured runs (every published one too with
     `all_columns`, or when nothing is measured)."""
     metrics = [metric] if metric else list(METRICS)
-    rows: list[Row] = []
+    rows: list[ComparisonRow] = []
     for m in metrics:
-        by_variant: dict[Variant, Row] = {}
+        by_variant: dict[Variant, dict[tuple[int, int], stats.Summary]] = {}
         for (variant, layers, epochs), values in cell_values(db, dataset, m).items():
-            row = by_variant.setdefault(variant, Row("measured", variant.dataset, m, variant.label, variant=variant))
-            row.cells[(layers, epochs)] = stats.summarize(values)
-        rows += sorted(by_variant.values(), key=lambda r: (r.dataset, variant_order(r.variant)))
+            by_variant.setdefault(variant, {})[(layers, epochs)] = stats.summarize(values)
+        rows += [_measured_row(v, m, by_variant[v]) for v in sorted(by_variant, key=_cell_sort)]
         for ref in reference_rows():
             if ref.metric == m and (dataset is None or ref.dataset == dataset):
-                rows.append(Row("reference", ref.dataset, m, ref.label, source=ref.source,
-                                cells={k: stats.summarize([v]) for k, v in ref.cells.items()}))
+                rows.append(ComparisonRow(kind="reference", dataset=ref.dataset, metric=m, label=ref.label,
+                                          source=ref.source,
+                                          cells={column_key(*k): stats.summarize([v]) for k, v in ref.cells.items()}))
     order = {m: i for i, m in enumerate(metrics)}
     rows.sort(key=lambda r: (r.dataset, order[r.metric], r.kind == "reference"))  # stable: variants keep their order
-    measured = {c for r in rows if r.kind == "measured" for c in r.cells}
-    columns = sorted({c for r in rows for c in r.cells} if all_columns or not measured else measured)
+    measured = {c for r in rows if r.kind == "measured" for c in r.by_column()}
+    columns = sorted({c for r in rows for c in r.by_column()} if all_columns or not measured else measured)
+    shown = {column_key(*c) for c in columns}
     for r in rows:
         if r.kind == "reference":
-            r.cells = {c: s for c, s in r.cells.items() if c in columns}
-    rows = [r for r in rows if r.cells]
-    return Comparison(columns, rows, count_completed(db, dataset))
+            r.cells = {k: s for k, s in r.cells.items() if k in shown}
+    return ComparisonTable(metrics=METRICS, columns=[Column.of(*c) for c in columns],
+                           rows=[r for r in rows if r.cells], runs_counted=count_completed(db, dataset))
 
 
 # ---------------------------------------------------------------- comparisons: the questions a study asks
 
 
-@dataclass
-class CompareRow:
-    dataset: str
-    metric: str
-    kind: str
-    a: str
-    b: str
-    n_a: int | None  # None: a published number
-    n_b: int
-    mean_a: float
-    mean_b: float
-    diff: float
-    diff_ci_low: float | None
-    diff_ci_high: float | None
-    p_value: float | None
-    p_holm: float | None
-    verdict: str
-    seeds_for_80pct_power: int | None
-
-
-COMPARE_COLUMNS = tuple(CompareRow.__dataclass_fields__)
-
-
-def _pair(dataset, metric, kind, a_name, b_name, a_values, b_values) -> CompareRow:
+def _pair(dataset, metric, kind, a_name, b_name, a_values, b_values) -> dict:
+    """A comparison's fields before the Holm adjustment (`_adjusted` completes it)."""
     t = stats.welch(a_values, b_values)
-    return CompareRow(dataset, metric, kind, a_name, b_name, len(a_values), len(b_values),
-                      sum(a_values) / len(a_values), sum(b_values) / len(b_values), t.diff, t.ci_low, t.ci_high,
-                      t.p_value, None, "", t.seeds_for_power)
+    return dict(dataset=dataset, metric=metric, kind=kind, a=a_name, b=b_name, n_a=len(a_values), n_b=len(b_values),
+                mean_a=sum(a_values) / len(a_values), mean_b=sum(b_values) / len(b_values), diff=t.diff,
+                diff_ci_low=t.ci_low, diff_ci_high=t.ci_high, p_value=t.p_value,
+                seeds_for_80pct_power=t.seeds_for_power)
 
 
-def _against(dataset, metric, pub: Published, b_name, b_values) -> CompareRow:
+def _against(dataset, metric, pub: Published, b_name, b_values) -> dict:
     t = stats.against(pub.value, b_values)
-    return CompareRow(dataset, metric, "published", pub.describe(), b_name, None, len(b_values), pub.value,
-                      sum(b_values) / len(b_values), t.diff, t.ci_low, t.ci_high, t.p_value, None, "",
-                      t.seeds_for_power)
+    return dict(dataset=dataset, metric=metric, kind="published", a=pub.describe(), b=b_name, n_a=None,
+                n_b=len(b_values), mean_a=pub.value, mean_b=sum(b_values) / len(b_values), diff=t.diff,
+                diff_ci_low=t.ci_low, diff_ci_high=t.ci_high, p_value=t.p_value,
+                seeds_for_80pct_power=t.seeds_for_power)
+
+
+def _adjusted(pending: list[dict]) -> list[CompareRow]:
+    """The comparisons, their p-values Holm-adjusted together and each verdict read from its adjusted p-value."""
+    return [CompareRow(**row, p_holm=p, verdict=stats.verdict(stats.Test(row["diff"], None, None, row["p_value"], None),
+                                                              p, row["n_a"], row["n_b"]))
+            for row, p in zip(pending, stats.holm([r["p_value"] for r in pending]))]
 
 
 def matches_published(pub: Published, variant: Variant, layers: int, epochs: int) -> bool:
@@ -363,7 +345,7 @@ def build_comparisons(cells: dict[CellKey, list[float]], metric: str, published:
     """Adjacent depths at the same budget and variant, adjacent budgets at the same depth and variant, plain vs
     ResNet (option A) and option A vs B at the same depth, budget and otherwise the same variant, and each measured
     cell against each published number of the same experiment; Holm-adjusted together."""
-    out: list[CompareRow] = []
+    out: list[dict] = []
     by_budget, by_depth = defaultdict(list), defaultdict(list)
     for (variant, layers, epochs) in cells:
         by_budget[(variant, epochs)].append(layers)
@@ -389,11 +371,7 @@ def build_comparisons(cells: dict[CellKey, list[float]], metric: str, published:
         for pub in published:
             if matches_published(pub, variant, layers, epochs):
                 out.append(_against(variant.dataset, metric, pub, describe_cell(variant, layers, epochs), values))
-    for row, p in zip(out, stats.holm([r.p_value for r in out])):
-        row.p_holm = p
-        row.verdict = stats.verdict(stats.Test(row.diff, row.diff_ci_low, row.diff_ci_high, row.p_value, None), p,
-                                    row.n_a, row.n_b)
-    return out
+    return _adjusted(out)
 
 
 def _cell_sort(variant: Variant) -> tuple:
@@ -438,11 +416,8 @@ def evaluate_claim(claim: Claim, cells: dict[CellKey, list[float]]) -> Finding:
     if missing:
         return Finding(claim, "not measured yet", f"not measured yet: run `resnet-study sweep local {claim.spec}` "
                        f"({len(missing)} cell{'s' if len(missing) > 1 else ''} missing)", [], missing)
-    rows = [_pair(claim.dataset, "test_error_pct", claim.kind, describe_cell(*ka), describe_cell(*kb), cells[ka],
-                  cells[kb]) for ka, kb in keys]
-    for row, p in zip(rows, stats.holm([r.p_value for r in rows])):
-        row.p_holm = p
-        row.verdict = stats.verdict(stats.Test(row.diff, None, None, row.p_value, None), p, row.n_a, row.n_b)
+    rows = _adjusted([_pair(claim.dataset, "test_error_pct", claim.kind, describe_cell(*ka), describe_cell(*kb),
+                            cells[ka], cells[kb]) for ka, kb in keys])
     verdicts = [r.verdict for r in rows]
     opposite = "b lower" if claim.expect == "b higher" else "b higher"
     if any(v.startswith("cannot tell") for v in verdicts):

@@ -21,6 +21,7 @@ from ..core import StudyError, store
 from ..core.records import RUN_COLUMNS
 from ..core.vocab import DATASET_TITLES
 from . import figures, queries, stats, tables
+from .models import CompareRow, ComparisonTable
 from .reference import published_numbers
 
 CONFIG_COLUMNS = ("run_id", "status", "dataset", "layers", "n", "shortcut", "augment", "epochs", "epochs_done",
@@ -152,7 +153,7 @@ def _md_table(header, rows) -> str:
     return tables.markdown_table(header, [["" if v is None else v for v in r] for r in rows])
 
 
-def _markdown(c: dict, table: queries.Comparison, compared: list[queries.CompareRow]) -> str:
+def _markdown(c: dict, table: ComparisonTable, compared: list[CompareRow]) -> str:
     status = ", ".join(f"{s['runs']} {s['status']}" for s in c["status_counts"])
     parts = [
         f"# {c['title']}",

@@ -33,6 +33,8 @@ VERDICTS = ("b lower", "b higher", "no detectable difference", "cannot tell (n <
 
 @dataclass(frozen=True)
 class Summary:
+    """One cell: an experiment over its seeds (or one published number); its JSON shape in the service too."""
+
     count: int
     mean: float
     std: float | None  # sample standard deviation (ddof 1); None for one run

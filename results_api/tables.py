@@ -7,11 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from dataclasses import asdict
-
 from ..core.vocab import DATASET_TITLES
-from .queries import COMPARE_COLUMNS, METRICS, CompareRow, Comparison, Finding, Row
-from .reference import PAPER_EPOCHS
+from .models import COMPARE_COLUMNS, METRICS, CompareRow, ComparisonTable
+from .queries import Finding
 from .stats import Summary
 
 CELL_FIELDS = ("count", "mean", "std", "ci_low", "ci_high", "min", "max")
@@ -20,14 +18,6 @@ LONG_COLUMNS = ("kind", "dataset", "metric", "label", "shortcut", "augment", "la
 CELL_NOTE = ("Cells: mean ± half-width of the 95 % confidence interval of the mean (Student t) over n completed "
              "runs (seeds) of one experiment, written `mean ± h (n)`; one run has no interval. Rows are experiments: "
              "the paper recipe, then each variant by what differs from it. Reference rows are published numbers.")
-
-
-def column_key(layers: int, epochs: int) -> str:
-    return f"{layers}x{epochs}"
-
-
-def column_title(layers: int, epochs: int) -> str:
-    return f"{layers} layers, {epochs} ep" + (" (64k it)" if epochs == PAPER_EPOCHS else "")
 
 
 def number(v: float, metric: str) -> str:
@@ -46,28 +36,6 @@ def cell_text(cell: Summary | None, metric: str, kind: str = "measured") -> str:
     return f"{text} ({cell.count})"
 
 
-def _cell_dict(cell: Summary) -> dict:
-    return {k: getattr(cell, k) for k in CELL_FIELDS}
-
-
-def _variant_fields(row: Row) -> dict | None:
-    return dict(row.variant.fields) if row.variant else None
-
-
-def as_dict(table: Comparison) -> dict:
-    return {
-        "metrics": METRICS,
-        "columns": [{"key": column_key(l, e), "layers": l, "epochs": e, "title": column_title(l, e)}
-                    for l, e in table.columns],
-        "rows": [{"kind": r.kind, "dataset": r.dataset, "metric": r.metric, "label": r.label,
-                  "shortcut": r.variant.get("shortcut") if r.variant else None,
-                  "augment": r.variant.get("augment") if r.variant else None, "variant": _variant_fields(r),
-                  "source": r.source, "cells": {column_key(l, e): _cell_dict(c) for (l, e), c in r.cells.items()}}
-                 for r in table.rows],
-        "runs_counted": table.runs_counted,
-    }
-
-
 def _csv(header, rows) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
@@ -80,13 +48,12 @@ def _plain(v) -> str:
     return "" if v is None else repr(v) if isinstance(v, float) else str(v)
 
 
-def as_long_csv(table: Comparison) -> str:
+def as_long_csv(table: ComparisonTable) -> str:
     """One line per cell: what a script or a spreadsheet wants."""
     lines = []
     for r in table.rows:
-        for (layers, epochs), c in sorted(r.cells.items()):
-            lines.append([r.kind, r.dataset, r.metric, r.label, r.variant.get("shortcut") if r.variant else "",
-                          r.variant.get("augment") if r.variant else "", layers, epochs,
+        for (layers, epochs), c in sorted(r.by_column().items()):
+            lines.append([r.kind, r.dataset, r.metric, r.label, r.shortcut or "", r.augment or "", layers, epochs,
                           *(_plain(getattr(c, k)) for k in CELL_FIELDS), r.source or ""])
     return _csv(LONG_COLUMNS, lines)
 
@@ -94,18 +61,18 @@ def as_long_csv(table: Comparison) -> str:
 SHORT_LABELS = {"He et al. 2016, Table 6": "paper, Table 6", "Seed report 2024, Table 1": "seed report, Table 1"}
 
 
-def wide(table: Comparison, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+def wide(table: ComparisonTable, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the table as a person reads it: data set x metric x variant down, depth x epochs across.
     `compact`: short labels and two-line column titles, for a terminal."""
     if compact:
-        header = ["data set", "metric", "row", *(f"{l} layers\n{e} ep" for l, e in table.columns)]
+        header = ["data set", "metric", "row", *(f"{c.layers} layers\n{c.epochs} ep" for c in table.columns)]
         metric_names = {"test_error_pct": "error %", "train_seconds": "time s"}
     else:
-        header = ["data set", "metric", "row", *(column_title(l, e) for l, e in table.columns)]
+        header = ["data set", "metric", "row", *(c.title for c in table.columns)]
         metric_names = METRICS
     rows = [[DATASET_TITLES.get(r.dataset, r.dataset), metric_names[r.metric],
              SHORT_LABELS.get(r.label, r.label) if compact else r.label,
-             *(cell_text(r.cells.get(c), r.metric, r.kind) for c in table.columns)] for r in table.rows]
+             *(cell_text(r.cells.get(c.key), r.metric, r.kind) for c in table.columns)] for r in table.rows]
     return header, rows
 
 
@@ -117,7 +84,7 @@ def markdown_table(header, rows, numeric_from: int = 0) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def as_markdown(table: Comparison) -> str:
+def as_markdown(table: ComparisonTable) -> str:
     header, rows = wide(table)
     out = [markdown_table(header, rows, numeric_from=3), "", CELL_NOTE, ""]
     for source in dict.fromkeys(r.source for r in table.rows if r.source):
@@ -125,14 +92,13 @@ def as_markdown(table: Comparison) -> str:
     return "\n".join(out) + "\n"
 
 
-def html_context(table: Comparison) -> dict:
+def html_context(table: ComparisonTable) -> dict:
     """The comparison table as the HTML template wants it."""
-    columns = [{"layers": l, "epochs": e, "title": column_title(l, e)} for l, e in table.columns]
-    spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c[0])]
+    spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c.layers)]
     rows = [{"kind": r.kind, "label": r.label, "source": r.source,
              "dataset_name": DATASET_TITLES.get(r.dataset, r.dataset), "metric_name": METRICS[r.metric],
-             "texts": [cell_text(r.cells.get(c), r.metric, r.kind) for c in table.columns]} for r in table.rows]
-    return {"columns": columns, "layer_spans": spans, "rows": rows, "note": CELL_NOTE,
+             "texts": [cell_text(r.cells.get(c.key), r.metric, r.kind) for c in table.columns]} for r in table.rows]
+    return {"columns": table.columns, "layer_spans": spans, "rows": rows, "note": CELL_NOTE,
             "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}
 
 
@@ -140,7 +106,7 @@ def html_context(table: Comparison) -> dict:
 
 
 def compare_dicts(rows: list[CompareRow]) -> list[dict]:
-    return [asdict(r) for r in rows]
+    return [r.model_dump() for r in rows]
 
 
 def compare_csv(rows: list[CompareRow]) -> str:

@@ -31,6 +31,8 @@ def cli_env(**extra: str) -> dict:
     env = dict(os.environ)
     env.pop("RESNET_STUDY_RESULTS", None)
     env.pop("RESNET_STUDY_DATA", None)
+    env.pop("RESNET_STUDY_API_TOKEN", None)
+    env.pop("RESNET_STUDY_API_TOKEN_FILE", None)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
@@ -140,18 +142,26 @@ def free_port() -> int:
 
 
 class Server:
-    """`resnet-study serve` in its own process on a free 127.0.0.1 port."""
+    """`resnet-study serve` in its own process on a free 127.0.0.1 port; with `token`, it requires that bearer token
+    (given as RESNET_STUDY_API_TOKEN) and the client sends it. Its log goes to a file (`log()`): one line per
+    request would fill a pipe that nobody reads."""
 
-    def __init__(self, results_dir: Path):
+    def __init__(self, results_dir: Path, token: str | None = None):
+        import tempfile
+
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self._log = tempfile.NamedTemporaryFile(prefix="resnet-study-serve-", suffix=".log")
+        env = cli_env(RESNET_STUDY_API_TOKEN=token) if token else cli_env()
         self.proc = subprocess.Popen([*CLI, "serve", "--results-dir", str(results_dir), "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=cli_env(), cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.client = httpx.Client(base_url=self.base, timeout=60)
+                                      "--port", str(self.port)], env=env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=self._log, text=True)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.base, timeout=60, headers=headers)
         deadline = time.monotonic() + 90
         while True:
-            assert self.proc.poll() is None, f"serve exited: {self.proc.communicate()[1]}"
+            assert self.proc.poll() is None, f"serve exited: {self.log()}"
             try:
                 if self.client.get("/healthz").status_code == 200:
                     break
@@ -163,10 +173,15 @@ class Server:
     def get(self, url: str, **kw) -> httpx.Response:
         return self.client.get(url, **kw)
 
+    def log(self) -> str:
+        return Path(self._log.name).read_text()
+
     def stop(self) -> str:
         self.client.close()
         self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
+        self.proc.wait(timeout=30)
+        err = self.log()
+        self._log.close()
         return err
 
 

@@ -1,6 +1,7 @@
 """The results service over a store filled by real `resnet-study train` runs on real Fashion-MNIST, served by a real
-`resnet-study serve` process on 127.0.0.1: every route, the comparison table recomputed independently, hostile input,
-schemathesis, concurrent writers, and the dashboard in headless Chromium."""
+`resnet-study serve` process on 127.0.0.1 that requires a bearer token (the client sends it): every route, the
+comparison table recomputed independently, hostile input, schemathesis, concurrent writers (an open server), and the
+dashboard in headless Chromium, which opens it once with `?token=`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ TRAIN = ["train", "--dataset", "fashion-mnist", "--train-limit", "1000", "--test
 STUDY = [(1, "A", 2, 0), (1, "A", 2, 1), (2, "A", 2, 0), (1, "A", 1, 0), (1, "B", 2, 0), (1, "none", 2, 0)]
 FIGURES = ("error-curves", "accuracy", "depth-vs-accuracy", "time-vs-accuracy", "confusion", "plain-vs-resnet")
 ARTIFACTS = ROOT / "test-artifacts"
+API_TOKEN = "api-test-token-9d41c7e0b2"
 pytestmark = pytest.mark.slow
 
 
@@ -57,7 +59,7 @@ def study(tmp_path_factory, fashion_mnist_available) -> Path:
 
 @pytest.fixture(scope="module")
 def server(study):
-    srv = Server(study)
+    srv = Server(study, token=API_TOKEN)
     yield srv
     srv.stop()
 
@@ -311,7 +313,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, study, tmp_pa
     proc = subprocess.run(
         [str(Path(CLI[0]).parent / "schemathesis"), "run", f"{server.base}/openapi.json", "--checks", "all",
          "--max-examples", "25", "--workers", "1", "--seed", "7", "--generation-database", "none", "--no-color",
-         "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path)],
+         "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path),
+         "--header", f"Authorization: Bearer {API_TOKEN}"],
         capture_output=True, text=True, timeout=480, env=cli_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout and "11 selected" in proc.stdout
@@ -381,7 +384,8 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     try:
         driver.set_page_load_timeout(120)
-        driver.get(server.base + "/")
+        driver.get(server.base + f"/?token={API_TOKEN}")  # once: the cookie carries it to the figures and links
+        assert driver.current_url == server.base + "/"
         table = driver.find_element(By.CSS_SELECTOR, "table.comparison")
         rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
         labels = [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows]

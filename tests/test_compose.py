@@ -37,7 +37,7 @@ def compose_config(*files: str, env: dict | None = None, cwd: Path = ROOT) -> su
     for f in files:
         args += ["-f", f]
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("TRAIN_", "SWEEP_", "CI_", "RESULTS_API_"))}
+             if not k.startswith(("TRAIN_", "SWEEP_", "CI_", "RESULTS_API_", "RESNET_STUDY_API_"))}
     return subprocess.run([*args, "config"], capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**clean, **NO_NETWORK, **(env or {})})
 
@@ -118,10 +118,21 @@ def test_results_api_reads_the_results_volume_read_only_and_is_health_checked():
     assert "deploy" not in gpu["results-api"]
 
 
+def test_the_results_service_takes_its_token_from_the_shell():
+    """It listens on the container's 0.0.0.0, which `serve` refuses without a token: compose passes the shell's."""
+    api = services("compose.yaml", env={"RESNET_STUDY_API_TOKEN": "t0ken"})["results-api"]
+    assert api["environment"] == {"RESNET_STUDY_DATA": "/data", "RESNET_STUDY_RESULTS": "/results",
+                                  "RESNET_STUDY_API_TOKEN": "t0ken"}
+    params = parse_command(["resnet-study", *shlex.split(api["command"])])[1]
+    assert params["insecure_no_auth"] is False and params["token_file"] is None
+    assert services("compose.yaml")["results-api"]["environment"]["RESNET_STUDY_API_TOKEN"] == ""  # unset: refused
+
+
 def test_the_healthcheck_route_exists_in_the_results_service(tmp_path):
     from resnet_study.results_api.app import create_app
 
-    assert "/healthz" in {getattr(r, "path", None) for r in create_app(tmp_path).routes}
+    schema = create_app(tmp_path, token="t0ken").openapi()
+    assert "/healthz" in schema["paths"] and "security" not in schema["paths"]["/healthz"]["get"]  # no token needed
 
 
 def test_dockerfile_pins_match_pyproject_and_deps_come_before_the_code():

@@ -153,6 +153,12 @@ def problems(docs: list[dict]) -> list[str]:
                     out.append(f"{cw}: readOnlyRootFilesystem must be true")
                 if not mounts.get("/results", {}).get("readOnly"):
                     out.append(f"{cw}: the results volume must be mounted readOnly")
+                token_file = Path(env.get("RESNET_STUDY_API_TOKEN_FILE") or "/nowhere")
+                secret = volumes.get(mounts.get(str(token_file.parent), {}).get("name"), {}).get("secret")
+                keys = [item["path"] for item in (secret or {}).get("items", [])]
+                if not params["insecure_no_auth"] and (secret is None or keys and token_file.name not in keys):
+                    out.append(f"{cw}: serve on {params['host']} needs its token: RESNET_STUDY_API_TOKEN_FILE must be "
+                               f"a file of a mounted Secret volume")
 
     for name, job in by_kind.get("Job", {}).items():
         spec = job["spec"]
@@ -373,6 +379,9 @@ DELETE = object()
     (mutate("Deployment: spec template spec containers 0 securityContext readOnlyRootFilesystem", False),
      "readOnlyRootFilesystem"),
     (mutate("Deployment: spec template spec containers 0 volumeMounts 0 readOnly", False), "mounted readOnly"),
+    (mutate("Deployment: spec template spec containers 0 env 2 value", "/etc/token"), "needs its token"),
+    (mutate("Deployment: spec template spec volumes 2 secret items 0 path", "tok"), "needs its token"),
+    (mutate("Deployment: spec template spec containers 0 volumeMounts 2", DELETE), "needs its token"),
     (mutate("Deployment: spec template metadata labels app.kubernetes.io/component", "api"), "selector does not match"),
     (mutate("Service: spec selector app.kubernetes.io/component", "results"), "matches 0 Deployments"),
     (mutate("Service: spec ports 0 targetPort", "web"), "targetPort web is no container port"),
@@ -395,3 +404,12 @@ def test_render_options_and_a_cpu_cluster(tmp_path):
     assert c["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert job["spec"]["parallelism"] == 1 and job["spec"]["completions"] == len(sw.load("demo.yaml"))
     assert job["metadata"]["name"] == "resnet-study-demo" and c["command"][3] == "/spec/demo.yaml"
+
+
+def test_the_service_reads_its_token_from_the_secret_the_readme_creates():
+    (dep,) = [d for d in load_docs() if d["kind"] == "Deployment"]
+    (secret,) = [v["secret"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert secret == {"secretName": "resnet-study-api-token", "optional": True,
+                      "items": [{"key": "token", "path": "token"}]}
+    create = "kubectl create secret generic resnet-study-api-token --from-literal=token="
+    assert create in (ROOT / "README.md").read_text() and create in (K8S / "results-api.yaml").read_text()

@@ -1,0 +1,40 @@
+"""What the routers share: the store (one per app, as a dependency), the templates, the run id parameter, the
+documented error responses and the CSV writer of row lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated
+
+from fastapi import Depends, Path as PathParam, Query, Request
+from fastapi.responses import PlainTextResponse
+from jinja2 import Environment, PackageLoader
+
+from .. import queries
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+TEMPLATES = Environment(loader=PackageLoader("resnet_study.results_api", "templates"), autoescape=True)
+ERRORS = {404: {"description": "unknown run or figure"}, 422: {"description": "invalid parameter"}}
+CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **ERRORS}
+RunIdPath = PathParam(..., max_length=200, pattern=RUN_ID_PATTERN, description="a run id, as in GET /runs")
+FormatJsonCsv = Query("json", alias="format", description="json or csv")
+
+
+def get_store(request: Request) -> queries.Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[queries.Store, Depends(get_store)]
+
+
+def content(*types: str, description: str = "") -> dict:
+    return {"description": description, "content": {t: {"schema": {"type": "string"}} for t in types}}
+
+
+def csv_response(rows: list[dict], columns) -> PlainTextResponse:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([r.get(c) for c in columns] for r in rows)
+    return PlainTextResponse(out.getvalue(), media_type="text/csv")

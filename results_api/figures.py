@@ -191,7 +191,7 @@ def accuracy(db, dataset=None, epochs=None, **_) -> Figure:
 def _depth_span(measured, refs) -> tuple[int, int] | None:
     """The depths the figure spans: those measured, in every panel (the published numbers alone when nothing is
     measured). The paper's ResNet-1202 beside a study of 20..44 layers would leave the measured points a corner."""
-    depths = {l for r in measured for l, _ in r.cells} or {l for r in refs for l, _ in r.cells}
+    depths = {l for r in measured for l, _ in r.by_column()} or {l for r in refs for l, _ in r.cells}
     return (min(depths), max(depths)) if depths else None
 
 

@@ -161,7 +161,7 @@ LEGEND_COUNT = re.compile(r"^(ResNet|plain)-(\d+), (\d+) ep \((.*)\)")
 def test_legends_count_the_completed_runs_the_table_counts(drawn, stores):
     table = queries.comparison(stores["gpu-2026-11-26"], "fashion-mnist", "test_error_pct")
     (row,) = [r for r in table.rows if r.kind == "measured"]
-    completed = {layers_epochs: cell.count for layers_epochs, cell in row.cells.items()}
+    completed = {layers_epochs: cell.count for layers_epochs, cell in row.by_column().items()}
     assert completed == {(20, 20): 3, (32, 20): 3, (44, 20): 2}  # the committed shards: ResNet-44 seed 2 unfinished
     for name in ("error-curves", "accuracy", "time-to-accuracy"):
         found = {}

@@ -49,12 +49,16 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | No
 
 
 _MANY = r"""
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, os, sys, traceback
 from resnet_study.jobs.cli import main
 results = []
-for argv in json.load(sys.stdin):
+for argv, env in json.load(sys.stdin):
     out, err, code = io.StringIO(), io.StringIO(), 0
     sys.argv = ["resnet-study", *argv]
+    saved = dict(os.environ)
+    os.environ.update(env["set"])
+    for name in env["unset"]:
+        os.environ.pop(name, None)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main()
@@ -63,17 +67,23 @@ for argv in json.load(sys.stdin):
         except BaseException:
             traceback.print_exc()
             code = 1
+    os.environ.clear()
+    os.environ.update(saved)
     results.append({"args": argv, "returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
 json.dump(results, sys.__stdout__)
 """
 
 
-def run_cli_many(argvs: list[list], timeout: float = 600, env: dict | None = None,
+def run_cli_many(argvs: list[list], timeout: float = 600, env: dict | None = None, case_env: list[dict] | None = None,
                  ) -> list[subprocess.CompletedProcess]:
     """Each argv through the CLI's real entry point (`resnet_study.jobs.cli:main`, exit codes and all), one after
-    another in ONE process: torch is imported once instead of once per command. For commands that fail before they
-    train (bad input), where a process per command would cost seconds each for the import alone."""
-    proc = subprocess.run([sys.executable, "-c", _MANY], input=json.dumps([[str(a) for a in v] for v in argvs]),
+    another in ONE process: torch is imported once instead of once per command (seconds each). `case_env`: per case,
+    variables to set (a value) or remove (None) for that command only; the CLI reads its environment per command
+    (threads, CPU request), nothing it caches."""
+    cases = [[[str(a) for a in v], {"set": {k: str(x) for k, x in e.items() if x is not None},
+                                    "unset": [k for k, x in e.items() if x is None]}]
+             for v, e in zip(argvs, case_env or [{}] * len(argvs))]
+    proc = subprocess.run([sys.executable, "-c", _MANY], input=json.dumps(cases),
                           capture_output=True, text=True, timeout=timeout, env=env or cli_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return [subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])

@@ -62,12 +62,35 @@ def test_fast_loop_matches_classic_test_error(tmp_path, fashion_mnist_available)
     classic_error = json.loads(classic.stdout.splitlines()[-1])["test_error"]
     assert classic_error < 0.3, classic_error  # it learnt (chance: 0.9)
     for precision, proc in fast.items():
-        fast_err = proc.communicate(timeout=900)[1]
+        out, fast_err = proc.communicate(timeout=900)
         assert proc.returncode == 0, fast_err
         [run] = query(tmp_path / precision, "SELECT test_error, train_size, test_size, precision FROM runs")
         assert run["train_size"] == TRAIN and run["test_size"] == TEST and run["precision"] == precision
         print(f"{precision}: test error {run['test_error']:.4f}, classic (fp32) {classic_error:.4f}")
         assert abs(run["test_error"] - classic_error) <= 0.01, (precision, run["test_error"], classic_error)
+        if precision == "fp32":  # not a terminal: one JSON line per epoch
+            assert [json.loads(line)["epoch"] for line in out.splitlines()] == [1, 2, 3, 4]
+    check_the_run_is_stored_whole(tmp_path / "fp32")
+
+
+def check_the_run_is_stored_whole(results) -> None:
+    """What a finished run leaves in the store, checked on the fp32 arm's run (real data, a real process): its
+    runs row, one epochs row per epoch with the lr schedule (milestones at 50 % and 75 % of 4 epochs: 2 and 3),
+    train_seconds the sum of its epochs, and the test confusion matrix that adds up to its test error."""
+    [run] = query(results, "SELECT * FROM runs")
+    assert run["status"] == "completed" and run["dataset"] == "fashion-mnist" and run["layers"] == 8
+    rows = query(results, f"SELECT * FROM epochs WHERE run_id = '{run['run_id']}' ORDER BY epoch")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("train_error", "test_error"))
+    assert rows[-1]["test_error"] == pytest.approx(run["test_error"])
+    assert run["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in rows))
+    confusion = query(results, "SELECT true_label, predicted_label, count, true_class FROM confusion "
+                               "WHERE split = 'test'")
+    assert len(confusion) == 100 and sum(c["count"] for c in confusion) == TEST
+    wrong = sum(c["count"] for c in confusion if c["true_label"] != c["predicted_label"])
+    assert wrong / TEST == pytest.approx(run["test_error"])
+    assert {c["true_class"] for c in confusion} >= {"Trouser", "Ankle boot"}
 
 
 STEPS, BATCH = 8, 64

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from resnet_study.core.lease import LEASE_NAME
-from tests.helpers import CLI, FASHION_MNIST_DEBIAN, ROOT, cli_env, query, run_cli, store_fingerprint
+from resnet_study.core.config import ExperimentConfig
+from tests.helpers import CLI, FASHION_MNIST_DEBIAN, ROOT, cli_env, query, run_cli, run_cli_many, \
+    store_fingerprint
 
 pytestmark = pytest.mark.slow
 
@@ -143,13 +145,24 @@ def test_two_identical_commands_train_once(tmp_path, fashion_mnist_available):
 
 
 def test_the_lease_of_a_killed_run_is_taken_over_and_if_running_exit(tmp_path, fashion_mnist_available):
+    from resnet_study.core.lease import Lease
+
     results = tmp_path / "results"
-    args = [*TINY, "--epochs", "12", "--results-dir", str(results)]  # long enough to be caught training
+    args = [*TINY, "--epochs", "3", "--results-dir", str(results)]
+    # a live holder (this test process, through the lease API): --if-running exit leaves the run to it, exit 3
+    run_id = ExperimentConfig(n=1, dataset="fashion-mnist", train_limit=512, test_limit=200, epochs=3).run_id
+    holder = Lease(results / "runs" / run_id, run_id, log=lambda m: None)
+    assert holder.try_acquire()
+    try:
+        busy = run_cli(*args, "--if-running", "exit", check=False)
+    finally:
+        holder.release()
+    assert busy.returncode == 3 and f"{run_id} is being trained by host" in busy.stderr
+    assert busy.stderr.count("\n") == 1
+    # a holder killed with SIGKILL leaves its lease behind; the next process takes it over and resumes
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=cli_env())
-    run_id = json.loads(proc.stdout.readline())["run_id"]
-    busy = run_cli(*args, "--if-running", "exit", check=False)  # the first still trains
-    assert busy.returncode == 3 and f"{run_id} is being trained by host" in busy.stderr
+    assert json.loads(proc.stdout.readline())["run_id"] == run_id
     proc.kill()
     proc.wait()
     assert (results / "runs" / run_id / LEASE_NAME).is_file()  # kill -9 leaves the lease behind
@@ -164,9 +177,10 @@ def test_the_lease_of_a_killed_run_is_taken_over_and_if_running_exit(tmp_path, f
 def test_threads_fit_the_cpus_the_run_may_use(tmp_path, fashion_mnist_available):
     results = tmp_path / "results"
     cases = {1: ({}, []), 2: ({"RESNET_STUDY_CPU_REQUEST": "1"}, []), 3: ({}, ["--threads", "3"])}
-    for seed, (extra_env, extra_args) in cases.items():
-        run_cli(*TINY, "--epochs", "1", "--seed", seed, "--results-dir", results, *extra_args,
-                env=env_without_threads(**extra_env))
+    procs = run_cli_many([[*TINY, "--epochs", "1", "--seed", seed, "--results-dir", results, *extra_args]
+                          for seed, (_, extra_args) in cases.items()],
+                         env=env_without_threads(), case_env=[extra_env for extra_env, _ in cases.values()])
+    assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
     cores = len(os.sched_getaffinity(0))
     got = {r["seed"]: r["threads"] for r in query(results, "SELECT seed, threads FROM runs")}
     assert got == {1: cores, 2: 1, 3: 3}
@@ -180,7 +194,7 @@ def test_three_concurrent_runs_take_no_longer_than_three_in_a_row():
     """Each run takes its default threads (the whole machine), as three commands started by hand would. Before idle
     OpenMP workers slept (OMP_WAIT_POLICY=PASSIVE), the three together took 1.8x as long as in a row."""
     out = run_cli("bench", "runs", "--device", "cpu", "--processes", "3", "--sequential", "--no-share-cores",
-                  "--n", "1", "--epochs", "2", "--train-limit", "2000", "--test-limit", "500", "--json",
+                  "--n", "1", "--epochs", "2", "--train-limit", "1280", "--test-limit", "500", "--json",
                   env=env_without_threads(), timeout=900)
     [level] = json.loads(out.stdout)["levels"]
     ratio = level["wall_seconds"] / level["sequential_wall_seconds"]

@@ -166,11 +166,17 @@ class Lease:
             except (OSError, StudyError):
                 continue  # a flaky disk or network must not kill the run; others see an ageing heartbeat
             if version is None:
-                self.lost = True
-                now = read_holder(self.storage, self.name)
-                self.log(f"{self.run_id}: lost the lease to {now.describe() if now else 'another process'}; stopping")
+                self.log(f"{self.run_id}: lost the lease to {self._who_holds()}; stopping")
+                self.lost = True  # after the log line: a holder that exits on `lost` has said why
                 return
             self._version = version
+
+    def _who_holds(self) -> str:
+        try:
+            holder = read_holder(self.storage, self.name)
+        except (OSError, StudyError):
+            holder = None
+        return holder.describe() if holder else "another process"
 
     def release(self) -> None:
         self._stop.set()

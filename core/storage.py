@@ -43,20 +43,16 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import boto3
-import botocore.config
-import botocore.exceptions
 
 from . import StudyError
 
 
 @dataclass(frozen=True)
 class Version:
-    token: str  # what a compare-and-swap compares
-    modified: float  # seconds since the epoch, by the storage's clock
+    token: str  # what a compare-and-swap compares, and all that makes two versions equal
+    modified: float = field(compare=False)  # seconds since the epoch, by the storage's clock
 
 
 class Storage(ABC):
@@ -143,8 +139,8 @@ def open_storage(where: "str | Path | Storage") -> Storage:
     if slashes != "//" and not (isinstance(where, Path) and slashes == "/"):
         raise StudyError(f"malformed S3 URL {text!r}: write s3://bucket/prefix")
     bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not BUCKET.match(bucket) or ".." in bucket or any(p in ("", ".", "..") for p in prefix.split("/") if prefix):
+    prefix = prefix.rstrip("/")
+    if not BUCKET.match(bucket) or ".." in bucket or prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
         raise StudyError(f"malformed S3 URL {text!r}: write s3://bucket/prefix (bucket: 3-63 lower-case letters, "
                          f"digits, '.' or '-')")
     return S3Storage(bucket, prefix)
@@ -384,36 +380,37 @@ CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "
 ABSENT = {"NoSuchKey", "404", "NotFound"}
 REJECTED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken",
             "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
-UNREACHABLE = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
-               botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
-# Checksums only where S3 requires them: the trailing checksums newer botocore sends by default are refused by some
-# S3-compatible servers (GCS's XML API, older Ceph), and AWS accepts either.
-CLIENT_CONFIG = botocore.config.Config(connect_timeout=10, read_timeout=120, request_checksum_calculation="when_required",
-                                       response_checksum_validation="when_required")
 
 _clients: dict[tuple, object] = {}
 _clients_lock = threading.Lock()
 
 
 def s3_client():
-    """One boto3 client per process (clients are thread-safe; creating one costs ~0.1 s). Endpoint, region and
+    """One boto3 client per process (clients are thread-safe, and slow to create). Endpoint, region and
     credentials come from the environment and the AWS config files, read by botocore itself. A custom endpoint
-    (MinIO, Ceph, a test server) is addressed path-style, which they all serve."""
-    key = tuple(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
-                                            "AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION", "AWS_REGION"))
+    (MinIO, Ceph, a test server) is addressed path-style, which they all serve. boto3 is imported here, when the
+    first s3:// location is used, so that a command on a local results dir does not pay for importing it."""
+    import boto3
+    import botocore.config
+
+    # Checksums only where S3 requires them: the trailing checksums newer botocore sends by default are refused by
+    # some S3-compatible servers (GCS's XML API, older Ceph), and AWS accepts either.
+    config = botocore.config.Config(connect_timeout=10, read_timeout=120, request_checksum_calculation="when_required",
+                                    response_checksum_validation="when_required")
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))  # a new setting: a new client
     with _clients_lock:
         if key not in _clients:
             session = boto3.session.Session()
             region = session.region_name or "us-east-1"
-            client = session.client("s3", region_name=region, config=CLIENT_CONFIG)
+            client = session.client("s3", region_name=region, config=config)
             if "amazonaws.com" not in client.meta.endpoint_url:
-                client = session.client("s3", region_name=region, config=CLIENT_CONFIG.merge(
+                client = session.client("s3", region_name=region, config=config.merge(
                     botocore.config.Config(s3={"addressing_style": "path"})))
             _clients[key] = client
         return _clients[key]
 
 
-def _code(e: botocore.exceptions.ClientError) -> str:
+def _code(e) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
@@ -431,25 +428,28 @@ class S3Storage(Storage):
         return S3Storage(self.bucket, self.key(name.strip("/")))
 
     def _call(self, op: str, **kw):
-        """client.<op>(Bucket=..., **kw); a problem the user can fix becomes a one-line StudyError."""
+        """client.<op>(Bucket=..., **kw); a problem the user can fix becomes a one-line StudyError. A failed
+        condition or an absent key is left to the caller (botocore's ClientError)."""
+        from botocore import exceptions as bx
+
         client = s3_client()
         try:
             return getattr(client, op)(Bucket=self.bucket, **kw)
-        except botocore.exceptions.ClientError as e:
+        except bx.ClientError as e:
             code = _code(e)
             if code in CONDITION_FAILED or code in ABSENT and op != "head_bucket":
                 raise
             raise StudyError(self._explain(code, e, client)) from None
-        except botocore.exceptions.NoCredentialsError:
+        except bx.NoCredentialsError:
             raise StudyError(f"no AWS credentials for {self.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                              f"(or AWS_PROFILE)") from None
-        except UNREACHABLE:
+        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError):
             raise StudyError(f"cannot reach the S3 endpoint {client.meta.endpoint_url} for {self.url}: check "
                              f"AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) and the network") from None
-        except botocore.exceptions.BotoCoreError as e:
+        except bx.BotoCoreError as e:
             raise StudyError(f"S3 request for {self.url} failed: {str(e).splitlines()[0]}") from None
 
-    def _explain(self, code: str, e: botocore.exceptions.ClientError, client) -> str:
+    def _explain(self, code: str, e, client) -> str:
         endpoint = client.meta.endpoint_url
         if code in ("NoSuchBucket", "404"):
             return f"bucket {self.bucket} does not exist at {endpoint}: create it, or fix the bucket in {self.url}"
@@ -461,9 +461,11 @@ class S3Storage(Storage):
 
     def _conditional(self, op: str, **kw):
         """A request that may fail its condition or find nothing: None then."""
+        from botocore.exceptions import ClientError
+
         try:
             return self._call(op, **kw)
-        except botocore.exceptions.ClientError:
+        except ClientError:
             return None
 
     def read_versioned(self, name: str) -> tuple[bytes, Version] | None:

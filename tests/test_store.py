@@ -181,4 +181,4 @@ def test_a_snapshot_from_an_older_version_gains_the_new_columns(tmp_path):
     store.write_shard(results, RunRecord(run_id="new", status="running", precision="bf16"), [], [])
     rows = store.connect_read(results).execute("SELECT run_id, precision FROM runs ORDER BY run_id").fetchall()
     assert rows == [("new", "bf16"), ("old", None)]
-    assert store.open_snapshot(results).generation == 2  # the old file became generation 1, then came the new run
+    assert store.open_snapshot(results).generation == 1  # the old file plus the new run: the first generation

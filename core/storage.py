@@ -29,6 +29,14 @@ Why each choice:
   config files, AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for MinIO, Ceph or a test server, AWS_MAX_ATTEMPTS), and
   the widest use, so its behaviour against other S3 servers is the best known.
 
+What a bucket cannot guarantee, and what the tests cannot show: AWS S3 has decided conditional writes atomically
+since 2024 (a racing writer gets 412 Precondition Failed or 409 ConditionalRequestConflict, both read here as "the
+condition failed"); the tests run against moto serving one request at a time, which proves this module's protocol
+but not any server's atomicity under real concurrency, its behaviour during an outage, or its rate limits. S3
+compatibles vary: check_writable refuses a server that ignores If-None-Match. A lease's age is the object's
+LastModified (whole seconds) against this machine's clock, so clock skew shifts STALE_S. A generation deleted after
+its grace period is gone for a reader that never asked again (on a bucket, readers hold a local copy instead).
+
 Every S3 failure a user can fix (a malformed URL, a missing bucket, rejected credentials, an unreachable endpoint, a
 scheme other than s3://) is a core.StudyError of one line naming what to fix.
 """
@@ -194,7 +202,8 @@ def _link_exclusive(tmp: Path, path: Path) -> bool:
         os.link(tmp, path)
         return True
     except FileExistsError:
-        return False
+        # On NFS a retransmitted link() can report EEXIST for the link it made: then tmp has two names.
+        return os.stat(tmp).st_nlink == 2
     except OSError as e:
         if e.errno not in NO_LINKS:
             raise
@@ -534,7 +543,14 @@ class S3Storage(Storage):
             return self._put(name, f, **({"IfNoneMatch": "*"} if exclusive else {}))
 
     def check_writable(self) -> None:
+        """The bucket exists, these credentials may write, and the server honours conditional writes: a server
+        that ignored If-None-Match would let two trainers take one lease, so it is refused here."""
         self._call("head_bucket")
         probe = f".write-probe-{uuid.uuid4().hex}"
-        self.write(probe, b"")
+        first = self.create(probe, b"")
+        second = self.create(probe, b"again")
         self.delete(probe)
+        if first is None or second is not None:
+            raise StudyError(f"the S3 server at {s3_client().meta.endpoint_url} ignores conditional writes "
+                             f"(If-None-Match), which the leases need; use a server that supports them (AWS S3, "
+                             f"MinIO, Ceph RGW)")

@@ -40,12 +40,14 @@ range requests would mix two files): readers download the generation CURRENT nam
 (RESNET_STUDY_CACHE, default ~/.cache/resnet-study) once and open it there; a DuckDB CLI with httpfs reads
 `s3://bucket/prefix/snapshots/CURRENT` and ATTACHes the file it names.
 
-Requests to a bucket: a run makes per epoch one PUT of its shard, one PUT of its checkpoint and one sync
-(uncontended: ~14 requests: the dirty mark PUT, the sync lease PUT and DELETE, HEAD+DELETE of the mark twice, GET
-CURRENT, one LIST of runs/ per 1 000 objects, one GET per changed shard, the base generation GET unless this process
-built it, PUT of the new generation, PUT of CURRENT, LIST of snapshots/, DELETE of generations past their grace),
-and one conditional PUT per lease heartbeat (HEARTBEAT_S). Old generations are deleted by whichever process syncs,
-GRACE_S after a newer one appeared (by the storage's LastModified / mtime).
+Requests to a bucket (tests/test_storage.py counts them): a run makes per epoch 14 for its shard and the sync,
+uncontended: 5 PUT (the shard, the dirty mark, the sync lease, the new generation, CURRENT), 3 HEAD and 1 DELETE of
+the dirty mark, 2 GET (CURRENT, the changed shard), 2 LIST (runs/, snapshots/), 1 DELETE of the sync lease; plus a
+GET of the current generation when another process published it (this process keeps what it built), a LIST page
+per 1 000 objects under runs/ (three per run), a DELETE per generation past its grace; then 1 PUT for its
+checkpoint. A lease heartbeat is 1 PUT (If-Match) every HEARTBEAT_S. Old generations are deleted by whichever
+process syncs, GRACE_S after a newer one appeared (by the storage's LastModified / mtime); readers' local copies
+are pruned to the newest two.
 
 Errors are fractions in [0, 1]; times are seconds; timestamps UTC.
 """

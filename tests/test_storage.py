@@ -338,3 +338,10 @@ def test_the_cli_exits_2_with_one_line(s3):
     for url in ("gs://bucket/x", f"s3://study-missing-{s3.split('/')[2][-6:]}/x"):
         proc = run_cli("results", "sync", "--results-dir", url, check=False)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+
+
+def test_a_path_keeps_working_and_names_its_backend(tmp_path):
+    assert open_storage(tmp_path / "results").is_local and open_storage(str(tmp_path)).is_local
+    assert open_storage(Path("s3://bucket/study/x")).url == "s3://bucket/study/x"  # a Path collapsed the '//'
+    assert open_storage("s3://bucket/").url == "s3://bucket" and open_storage("s3://bucket/a/b/").url == "s3://bucket/a/b"
+    assert (open_storage("s3://bucket/a") / "runs/r1").url == "s3://bucket/a/runs/r1"

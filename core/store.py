@@ -54,6 +54,7 @@ Errors are fractions in [0, 1]; times are seconds; timestamps UTC.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -70,7 +71,7 @@ import duckdb
 from . import StudyError
 from .lease import Lease
 from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard
-from .storage import LocalStorage, Storage, Version, atomic_write, open_storage
+from .storage import LocalStorage, Storage, Version, atomic_write, open_storage, s3_client
 
 DB_NAME = "results.duckdb"
 RUNS_DIR = "runs"
@@ -185,13 +186,17 @@ def locate(storage: Storage) -> Located | None:
     if found is not None:
         info = json.loads(found[0])
         g = int(info["generation"])
-        return Located(g, f"{SNAPSHOTS_DIR}/{info['file']}", (g, int(float(info["published_at"]) * 1e9)), found[1])
+        return Located(g, f"{SNAPSHOTS_DIR}/{info['file']}", (g, _ns(float(info["published_at"]))), found[1])
     gens = list_generations(storage)
     if gens:
         g = max(gens)
-        return Located(g, f"{SNAPSHOTS_DIR}/{generation_name(g)}", (g, int(gens[g].modified * 1e9)))
+        return Located(g, f"{SNAPSHOTS_DIR}/{generation_name(g)}", (g, _ns(gens[g].modified)))
     legacy = storage.version(DB_NAME)
-    return Located(0, DB_NAME, (0, int(legacy.modified * 1e9))) if legacy else None
+    return Located(0, DB_NAME, (0, _ns(legacy.modified))) if legacy else None
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
 
 
 def collect_generations(storage: Storage, current: int, gens: dict[int, Version], grace_s: float = GRACE_S) -> list[int]:
@@ -208,10 +213,16 @@ def collect_generations(storage: Storage, current: int, gens: dict[int, Version]
 
 
 def snapshot_cache(storage: Storage) -> Path:
-    """Where readers of a bucket keep the generations they downloaded."""
+    """Where readers of a bucket keep the generations they downloaded: one folder per endpoint, bucket and prefix."""
     base = os.environ.get("RESNET_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
         / "resnet-study"
-    return Path(base) / "s3" / storage.bucket / (storage.prefix or "_")
+    endpoint = hashlib.sha256(s3_client().meta.endpoint_url.encode()).hexdigest()[:12]
+    return Path(base) / "s3" / endpoint / storage.bucket / (storage.prefix or "_")
+
+
+def _cached_name(located: Located) -> str:
+    """The generation and when it was published: a results dir deleted and begun again reuses numbers, not times."""
+    return f"{located.generation:08d}-{located.key[1]}.duckdb"
 
 
 # ---------------------------------------------------------------- sync: shards -> a new generation
@@ -267,8 +278,8 @@ def _sync_once(storage: Storage, grace_s: float) -> bool:
 
 def _fetch(storage: Storage, current: Located, dest: Path) -> None:
     """The current snapshot as a private local file: from this machine's cache of a bucket when it has it."""
-    if not storage.is_local:
-        cached = snapshot_cache(storage) / current.name.rpartition("/")[2]
+    if not storage.is_local and current.generation:
+        cached = snapshot_cache(storage) / _cached_name(current)
         if cached.is_file():
             shutil.copyfile(cached, dest)
             return
@@ -284,7 +295,8 @@ def _publish(storage: Storage, work: Path, current: Located | None,
     version = storage.upload(f"{SNAPSHOTS_DIR}/{generation_name(g)}", work, exclusive=True)
     if version is None:
         return None
-    pointer = json.dumps({"generation": g, "file": generation_name(g), "published_at": time.time()}).encode()
+    published_at = time.time()
+    pointer = json.dumps({"generation": g, "file": generation_name(g), "published_at": published_at}).encode()
     if current is not None and current.pointer is not None:
         moved = storage.swap(POINTER_NAME, pointer, current.pointer)
     else:
@@ -294,7 +306,7 @@ def _publish(storage: Storage, work: Path, current: Located | None,
     if storage.is_local:
         storage.upload(DB_NAME, work)
     else:
-        _keep_in_cache(storage, work, generation_name(g))
+        _keep_in_cache(storage, work, Located(g, "", (g, _ns(published_at))))
     return g, version
 
 
@@ -412,7 +424,7 @@ def open_snapshot(results_dir: "Path | str | Storage", located: Located | None =
 def _cached_copy(storage: Storage, located: Located) -> Path:
     """The generation in this machine's cache, downloaded once (generations never change, so a copy stays right)."""
     cache = snapshot_cache(storage)
-    path = cache / located.name.rpartition("/")[2]
+    path = cache / _cached_name(located)
     if located.generation == 0 or not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         if not storage.download(located.name, path):
@@ -422,17 +434,17 @@ def _cached_copy(storage: Storage, located: Located) -> Path:
     return path
 
 
-def _keep_in_cache(storage: Storage, work: Path, name: str) -> None:
+def _keep_in_cache(storage: Storage, work: Path, located: Located) -> None:
     """A syncer of a bucket keeps what it published, so that its next sync and its readers need not download it."""
     cache = snapshot_cache(storage)
     cache.mkdir(parents=True, exist_ok=True)
-    LocalStorage(cache).upload(name, work)
-    _prune_cache(cache, keep=name)
+    LocalStorage(cache).upload(_cached_name(located), work)
+    _prune_cache(cache, keep=_cached_name(located))
 
 
 def _prune_cache(cache: Path, keep: str) -> None:
     """Keep the two newest generations (an open connection to a removed file on a local disk keeps reading it)."""
-    names = sorted((p.name for p in cache.glob("results-*.duckdb")), reverse=True)
+    names = sorted((p.name for p in cache.glob("*.duckdb")), reverse=True)
     for name in names[2:]:
         if name != keep:
             (cache / name).unlink(missing_ok=True)

@@ -37,9 +37,10 @@ def s3_server():
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch) -> str:
-    """A fresh bucket on the test server, reached the standard AWS way (this process's environment); returns the
-    results URL `s3://<bucket>/study`. Subprocesses get the same through `s3_server.env`."""
+def s3(s3_server, monkeypatch, tmp_path) -> str:
+    """A fresh bucket on the test server, reached the standard AWS way (this process's environment, which child
+    processes inherit), with a snapshot cache of its own; returns the results URL `s3://<bucket>/study`."""
+    monkeypatch.setenv("RESNET_STUDY_CACHE", str(tmp_path / "cache"))
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in s3_server.env.items():

@@ -12,7 +12,9 @@ or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
     cell.py       a cell: all seeds of one experiment trained in one process, from one copy of the data set;
                   leases, resume and clean stops per run
     classic.py    the classic PIL/DataLoader pipeline: the scientific control the fast loop is checked against
-    store.py      per-run shards, the results.duckdb snapshot, the read side
+    store.py      per-run shards and checkpoints, snapshot generations, the read side
+    storage.py    one storage layer, a local dir or an s3:// prefix: atomic write, exclusive create, compare-and-swap
+    lease.py      one holder at a time (a run's trainer, the store's syncer), stale-aware, on either storage
 """
 
 

@@ -96,7 +96,7 @@ def _train_todo(todo: list[ExperimentConfig], results_dir: Path, opts: RunOption
 
     records: dict[str, RunRecord] = {}
     with _Signals() as signals:
-        leases = {cfg.run_id: Lease(store.run_dir(results_dir, cfg.run_id), cfg.run_id, log=log) for cfg in todo}
+        leases = {cfg.run_id: Lease(store.run_storage(results_dir, cfg.run_id), cfg.run_id, log=log) for cfg in todo}
         try:
             free, held = [], []
             for cfg in todo:

@@ -1,15 +1,23 @@
-"""One trainer per run: a lease file in the run's folder, held while the run trains.
+"""One holder at a time: a lease object, held while a run trains (or while a process syncs the store).
 
-    runs/<run_id>/lease.json   {"token", "host", "pid", "started", "heartbeat"}
+    runs/<run_id>/lease.json   {"token", "host", "pid", "started", "beat"}     (the sync's: .sync.lock)
 
 Two identical `train` commands, or a retried Kubernetes pod that starts while its predecessor still terminates,
-would otherwise both train the same run and write the same checkpoint and shard. The lease is taken by creating the
-file with O_CREAT | O_EXCL (atomic on local disks and on NFS v3+; no flock, which NFS does not honour). Its holder
-rewrites the heartbeat every HEARTBEAT_S seconds. Another process that finds it taken logs once who holds it and
-waits (or, with `--if-running exit`, stops), then resumes the run or finds it completed. A lease is taken over
-when its holder is known dead (same host, pid gone) or its heartbeat is older than STALE_S (another host: a lost
-node, a killed pod). The takeover renames the stale file away (one rename wins) before creating a new one; a holder
-whose token is no longer in the file knows it lost the lease and stops before writing anything more.
+would otherwise both train the same run and write the same checkpoint and shard. The lease lives in core.storage, on a
+disk or in a bucket, and uses only its atomic operations:
+
+- take: `create` (exclusive: link() of a complete file on a disk, PUT If-None-Match: * on S3); one racer wins.
+- heartbeat: every HEARTBEAT_S its holder `renew`s it against the version it last wrote (on a disk: the mtime of
+  that very inode; on S3: PUT If-Match: <etag>). A renew that finds another version means the lease was taken over:
+  the holder sets `lost` and stops before writing anything more.
+- take over: a lease is stale when its holder is known dead (same host, pid gone) or its heartbeat (the storage's
+  modification time of the lease) is older than STALE_S: a lost node, a killed pod. The taker `swap`s it against the
+  stale version it read; of several takers, and against a holder that renews meanwhile, exactly one wins.
+- release: `delete` against the holder's own version, so a holder that lost the lease never removes the new one.
+
+This is the only staleness rule in the project: the store's sync uses the same Lease (one syncer at a time).
+The heartbeat's age compares the storage's clock (file server, S3) with this machine's: clocks more than a few
+seconds apart shorten or lengthen STALE_S by that much.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import EXIT_BUSY, StudyError
+from .storage import Storage, Version, open_storage
 
 LEASE_NAME = "lease.json"
 HEARTBEAT_S = 10.0
@@ -56,7 +65,7 @@ class Holder:
 
     def alive(self, stale_s: float = STALE_S) -> bool:
         """Dead when it ran on this host and its pid is gone; else alive while its heartbeat is fresh."""
-        if self.host == socket.gethostname() and not pid_alive(self.pid):
+        if self.host == socket.gethostname() and self.pid and not pid_alive(self.pid):
             return False
         return time.time() - self.heartbeat < stale_s
 
@@ -65,16 +74,25 @@ class Holder:
         return f"host {self.host} pid {self.pid} since {since} UTC (heartbeat {time.time() - self.heartbeat:.0f} s ago)"
 
 
-def read_holder(folder: Path) -> Holder | None:
-    return _read_holder_at(Path(folder) / LEASE_NAME)
-
-
-def _read_holder_at(path: Path) -> Holder | None:
+def _parse_holder(data: bytes, version: Version) -> Holder:
+    """The holder a lease names; a lease whose content cannot be read (an older format, a torn write on a
+    filesystem without hard links) names nobody, and goes stale by its age like any other."""
     try:
-        info = json.loads(Path(path).read_text())
-        return Holder(info["token"], info["host"], int(info["pid"]), float(info["started"]), float(info["heartbeat"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent, or being written: the caller looks again
+        info = json.loads(data or b"{}")
+        return Holder(str(info.get("token", "")), str(info.get("host", "")), int(info.get("pid") or 0),
+                      float(info.get("started") or version.modified), version.modified)
+    except (ValueError, TypeError, AttributeError):
+        return Holder("", "", 0, version.modified, version.modified)
+
+
+def read_lease(storage: Storage, name: str = LEASE_NAME) -> tuple[Holder, Version] | None:
+    found = storage.read_versioned(name)
+    return (_parse_holder(*found), found[1]) if found else None
+
+
+def read_holder(folder: "Path | str | Storage", name: str = LEASE_NAME) -> Holder | None:
+    found = read_lease(open_storage(folder), name)
+    return found[0] if found else None
 
 
 class RunBusy(StudyError):
@@ -84,109 +102,102 @@ class RunBusy(StudyError):
 
 
 class Lease:
-    """`with Lease(folder, run_id, log=...).acquire(wait=True):` trains; `lost` turns True if it is taken over."""
+    """`with Lease(folder, run_id, log=...).acquire(wait=True):` trains; `lost` turns True if it is taken over.
+    `folder` is a pathlib.Path, a path or URL string, or a core.storage.Storage."""
 
-    def __init__(self, folder: Path, run_id: str, log=print, heartbeat_s: float = HEARTBEAT_S,
-                 stale_s: float = STALE_S):
-        self.folder, self.run_id, self.log = Path(folder), run_id, log
-        self.path = self.folder / LEASE_NAME
+    def __init__(self, folder: "Path | str | Storage", run_id: str, log=print, heartbeat_s: float = HEARTBEAT_S,
+                 stale_s: float = STALE_S, name: str = LEASE_NAME):
+        self.storage, self.run_id, self.log, self.name = open_storage(folder), run_id, log, name
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
         self.token = uuid.uuid4().hex
         self.started = time.time()
         self.lost = False
+        self._beats = 0
+        self._version: Version | None = None
+        self._busy: Holder | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _info(self) -> bytes:
+    def _content(self) -> bytes:
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "started": self.started, "heartbeat": time.time()}).encode()
-
-    def _try_create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, self._info())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-
-    def _take_over(self, stale: Holder) -> None:
-        tomb = self.folder / f".{LEASE_NAME}.stale-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(self.path, tomb)
-        except FileNotFoundError:
-            return  # someone else moved it first
-        moved = _read_holder_at(tomb)
-        if moved is not None and moved.token != stale.token:
-            try:  # we moved a fresh lease that replaced the stale one meanwhile: put it back
-                os.link(tomb, self.path)
-            except FileExistsError:
-                pass  # a third process holds it now; the one we displaced will see it lost the lease
-        tomb.unlink(missing_ok=True)
+                           "started": self.started, "beat": self._beats}).encode()
 
     def holder(self) -> Holder | None:
-        """Who holds the lease now (None: nobody, or it is being rewritten)."""
-        return read_holder(self.folder)
+        """Who holds the lease now (None: nobody)."""
+        return read_holder(self.storage, self.name)
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free or its holder is gone; False at once if a live process holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        while not self._try_create():
-            holder = read_holder(self.folder)
-            if holder is None:
-                time.sleep(POLL_S / 5)
-                continue
-            if holder.alive(self.stale_s):
-                return False
-            self.log(f"{self.run_id}: taking over the lease of {holder.describe()}: its holder is gone")
-            self._take_over(holder)
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
-        self._thread.start()
-        return True
+        """Take the lease if it is free or its holder is gone; False at once while a live process holds it."""
+        for _ in range(3):  # a lease released between our create and our read: try again
+            version = self.storage.create(self.name, self._content())
+            if version is None:
+                found = read_lease(self.storage, self.name)
+                if found is None:
+                    continue
+                holder, seen = found
+                if holder.alive(self.stale_s):
+                    self._busy = holder
+                    return False
+                self.log(f"{self.run_id}: taking over the lease of {holder.describe()}: its holder is gone")
+                version = self.storage.swap(self.name, self._content(), seen)
+                if version is None:
+                    return False  # another taker won, or the holder renewed after all
+            self._hold(version)
+            return True
+        return False
 
     def acquire(self, wait: bool = True) -> "Lease":
         told = False
         while not self.try_acquire():
-            holder = read_holder(self.folder)
-            if holder is None:
-                continue
+            holder = self._busy.describe() if self._busy else "another process"
             if not wait:
-                raise RunBusy(f"{self.run_id} is being trained by {holder.describe()}; not waiting (--if-running "
-                              f"exit); run the same command later, or with --if-running wait")
+                raise RunBusy(f"{self.run_id} is being trained by {holder}; not waiting (--if-running exit); run "
+                              f"the same command later, or with --if-running wait")
             if not told:
-                self.log(f"{self.run_id}: being trained by {holder.describe()}; waiting for it to finish or stop")
+                self.log(f"{self.run_id}: being trained by {holder}; waiting for it to finish or stop")
                 told = True
             time.sleep(POLL_S)
         return self
 
+    def _hold(self, version: Version) -> None:
+        self._version = version
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
+        self._thread.start()
+
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            holder = read_holder(self.folder)
-            if holder is not None and holder.token != self.token:
-                self.lost = True
-                self.log(f"{self.run_id}: lost the lease to {holder.describe()}; stopping")
-                return
+            self._beats += 1
             try:
-                tmp = self.folder / f".{LEASE_NAME}.{self.token[:8]}"
-                tmp.write_bytes(self._info())
-                os.replace(tmp, self.path)
-            except OSError:
-                pass  # a flaky disk must not kill the run; others see an ageing heartbeat
+                version = self.storage.renew(self.name, self._content(), self._version)
+            except (OSError, StudyError):
+                continue  # a flaky disk or network must not kill the run; others see an ageing heartbeat
+            if version is None:
+                self.log(f"{self.run_id}: lost the lease to {self._who_holds()}; stopping")
+                self.lost = True  # after the log line: a holder that exits on `lost` has said why
+                return
+            self._version = version
+
+    def _who_holds(self) -> str:
+        try:
+            holder = read_holder(self.storage, self.name)
+        except (OSError, StudyError):
+            holder = None
+        return holder.describe() if holder else "another process"
 
     def release(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        holder = read_holder(self.folder)
-        if holder is not None and holder.token == self.token:
-            self.path.unlink(missing_ok=True)
+            self._thread = None
+        if self._version is not None and not self.lost:
+            try:
+                self.storage.delete(self.name, self._version)
+            except (OSError, StudyError):
+                pass  # left behind: it goes stale by the rule above
+        self._version = None
 
     def __enter__(self) -> "Lease":
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
-

@@ -30,6 +30,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from .storage import atomic_write
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds core/, jobs/, results_api/ (checkout or site-packages)
 SUBPACKAGES = ("core", "jobs", "results_api")
 SOURCE_SUFFIXES = (".py", ".yaml", ".csv", ".html")
@@ -179,9 +181,7 @@ def file_digest(path: Path) -> str:
     known[path.name] = {"key": key, "sha256": digest}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache)
+        atomic_write(cache, json.dumps(known, indent=1).encode())
     except OSError:
         pass  # an unwritable cache costs a re-hash next time, nothing else
     return digest

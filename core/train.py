@@ -22,7 +22,6 @@ a cell (core/cell.py) is a list of them advanced in turn.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -218,9 +217,8 @@ class Run:
     def _restore(self) -> RunRecord:
         results_dir, opts, log = self.setting.results_dir, self.setting.opts, self.setting.log
         previous = store.read_shard(results_dir, self.run_id)
-        raw = store.read_checkpoint(results_dir, self.run_id)
-        if raw is not None:
-            ckpt = torch.load(io.BytesIO(raw), map_location=self.setting.device, weights_only=False)
+        ckpt = store.load_checkpoint(results_dir, self.run_id, map_location=self.setting.device)
+        if ckpt is not None:
             self.rows = [EpochRecord.model_validate(r) for r in ckpt["rows"]]
             _check_resume(self.run_id, self.rows[-1] if self.rows else None, self.setting.provenance,
                           opts.strict_resume, log)
@@ -261,9 +259,7 @@ class Run:
         if mid_epoch:
             state["partial"] = {"order": self.order.cpu(), "position": self.position, "seconds": self.seconds,
                                 "loss_sum": self.loss_sum.item(), "wrong": self.wrong.item()}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        store.write_checkpoint(self.setting.results_dir, self.run_id, buffer.getvalue())
+        store.save_checkpoint(self.setting.results_dir, self.run_id, state)
 
     def write_shard(self, confusion: list[ConfusionRecord] | None = None) -> None:
         self.record.updated_at = now()

@@ -417,13 +417,12 @@ def run_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord 
     - running: the shard says running and a live process holds the run's lease (core.lease): same host and its
       pid alive, or a fresh heartbeat; without one it is interrupted (killed, preempted, node lost);
     - missing: never started (or nothing stored yet)."""
-    folder = store.run_dir(results_dir, cfg.run_id)
     shard = store.read_shard(results_dir, cfg.run_id)
     if shard is None:
-        return ("interrupted" if store.has_checkpoint(results_dir, cfg.run_id) else "missing"), None
+        return ("interrupted" if store.checkpoint_exists(results_dir, cfg.run_id) else "missing"), None
     row = shard.run
     if row.status == "running":
-        holder = read_holder(folder)
+        holder = read_holder(store.run_storage(results_dir, cfg.run_id))
         return ("running" if holder is not None and holder.alive() else "interrupted"), row
     return row.status, row
 

@@ -49,7 +49,7 @@ class Store:
     """The read side for the service: a core.store.StoreReader that never creates or syncs anything."""
 
     def __init__(self, results_dir: Path):
-        self.results_dir = Path(results_dir)
+        self.results_dir = results_dir
         self.reader = store.StoreReader(self.results_dir)
         self._columns: set[tuple[str, str]] = set()
         self._columns_version: tuple[int, int] | None = None
@@ -59,17 +59,12 @@ class Store:
         return self.reader.version
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-        # connect_read would sync a writable dir that has no snapshot yet: the service must not write, so an absent
-        # snapshot means "no runs yet". sync only ever replaces the file, never removes it.
-        if not store.db_path(self.results_dir).exists():
-            raise NoStore()
+        # The service never syncs: a results dir without a snapshot means "no runs yet". A snapshot it opened stays
+        # readable however many syncs follow (core.store: immutable generations), so nothing here retries.
         try:
-            try:
-                return self.reader.query(sql, params)
-            except duckdb.IOException:
-                # A snapshot swapped between stat and open: follow the new one once with a fresh reader.
-                self.reader = store.StoreReader(self.results_dir)
-                return self.reader.query(sql, params)
+            return self.reader.query(sql, params)
+        except store.NoSnapshot:
+            raise NoStore() from None
         except (StudyError, duckdb.IOException, OSError) as e:  # the file, not the SQL: any other error is a bug
             raise StoreUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 

@@ -60,10 +60,12 @@ def test_a_cgroup_quota_is_read_from_cpu_max(tmp_path):
 
 
 def write_lease(folder, host, pid, heartbeat_age):
+    """A lease file as another holder leaves it; its heartbeat is the file's modification time (core.storage)."""
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    (folder / LEASE_NAME).write_text(json.dumps({"token": "t0", "host": host, "pid": pid, "started": now - 100,
-                                                 "heartbeat": now - heartbeat_age}))
+    path = folder / LEASE_NAME
+    path.write_text(json.dumps({"token": "t0", "host": host, "pid": pid, "started": now - 100, "beat": 3}))
+    os.utime(path, (now - heartbeat_age, now - heartbeat_age))
 
 
 def test_one_holder_at_a_time_and_release(tmp_path):

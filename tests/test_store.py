@@ -168,13 +168,17 @@ def test_results_query_formats_and_errors(tmp_path, fashion_mnist_available):
 
 
 def test_a_snapshot_from_an_older_version_gains_the_new_columns(tmp_path):
-    """A results.duckdb written before a column existed (here: runs.precision) is upgraded by the next sync, not
-    rejected: the new run's value lands in the new column and the old run keeps NULL."""
+    """A results.duckdb written before a column existed (here: runs.precision), by a version from before snapshot
+    generations, is upgraded by the next sync, not rejected: the new run's value lands in the new column and the old
+    run keeps NULL."""
     results = tmp_path / "results"
     store.write_shard(results, RunRecord(run_id="old", status="completed"), [], [])
+    shutil.rmtree(results / store.SNAPSHOTS_DIR)  # what an older version left: results.duckdb alone
     con = duckdb.connect(str(store.db_path(results)), config=store.DUCKDB_CONFIG)
     con.execute("ALTER TABLE runs DROP COLUMN precision")
     con.close()
+    assert store.open_snapshot(results).query("SELECT * FROM runs")[0].count("precision") == 0
     store.write_shard(results, RunRecord(run_id="new", status="running", precision="bf16"), [], [])
     rows = store.connect_read(results).execute("SELECT run_id, precision FROM runs ORDER BY run_id").fetchall()
     assert rows == [("new", "bf16"), ("old", None)]
+    assert store.open_snapshot(results).generation == 1  # the old file plus the new run: the first generation

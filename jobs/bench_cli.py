@@ -5,6 +5,7 @@
     resnet-study bench train --device cpu --n 18 --no-classic --steps 5 --rounds 1   # ResNet-110 memory check
     resnet-study bench runs --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
     resnet-study bench cells --device cpu --runs 1,2,4,8             # K processes against one cell of K runs
+    resnet-study bench stop --device cpu --n 18 --seeds 3             # SIGTERM to exit: the grace period a pod needs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
 
 What `bench train` measures, and how, is in jobs/bench.py; `bench runs` in jobs/bench_runs.py; `bench api` in
@@ -107,6 +108,27 @@ def bench_runs(
     args = _train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir)
     res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     _emit(res, runs_report, as_json, save)
+
+
+@app.command("stop")
+def bench_stop(
+    device: str = Device,
+    n: int = typer.Option(18, help="Blocks per stack (the default, ResNet-110, has the slowest step)."),
+    dataset: str = typer.Option("fashion-mnist", help="cifar10 or fashion-mnist."),
+    seeds: int = typer.Option(3, min=1, help="Runs in the cell (seeds 0..K-1): each is checkpointed on the signal."),
+    train_limit: Optional[int] = typer.Option(2560, help="Training images per run (epoch 1 must finish first)."),
+    repeats: int = typer.Option(3, min=1, help="Times to start, signal and time the cell."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Time a cell from SIGTERM to its exit, mid-epoch: the step it finishes plus every run's checkpoint and shard.
+    The Kubernetes grace period (terminationGracePeriodSeconds) must cover it."""
+    from .bench_runs import bench_stop as run_stop, format_stop_report
+
+    args = _train_args(device, n, dataset, 100, train_limit, 1000, data_dir)
+    res = run_stop(args, list(range(seeds)), repeats, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    _emit(res, format_stop_report, as_json, save)
 
 
 @app.command("cells")

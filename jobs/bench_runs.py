@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..core import runtime
+from ..core import EXIT_SIGTERM, runtime
 
 
 def _train_command(args: list[str], seeds: list[int], results_dir: Path) -> list[str]:
@@ -86,6 +87,37 @@ def _env(processes: int | None) -> dict:
     if processes:
         env["OMP_NUM_THREADS"] = str(runtime.thread_budget(processes))
     return env
+
+
+def bench_stop(train_args: list[str], seeds: list[int], repeats: int, log=print) -> dict:
+    """How long a cell takes from SIGTERM to its exit: the current step finished, then every run's mid-epoch
+    checkpoint and shard written, the leases released. What the Kubernetes grace period must cover. Each repeat
+    starts the cell afresh, waits until every run has finished epoch 1 and is a moment into epoch 2, then signals."""
+    stops = []
+    with tempfile.TemporaryDirectory(prefix="resnet-study-bench-stop-") as tmp:
+        for r in range(repeats):
+            proc = subprocess.Popen(_train_command(train_args, seeds, Path(tmp) / f"r{r}"), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=_env(1))
+            for _ in seeds:  # one line per run: epoch 1 stored
+                if not proc.stdout.readline():
+                    raise RuntimeError(f"train ended before epoch 1: {proc.stderr.read().strip()[-300:]}")
+            time.sleep(1.0)
+            start = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate()
+            stops.append(time.perf_counter() - start)
+            if proc.returncode != EXIT_SIGTERM:
+                raise RuntimeError(f"train exited {proc.returncode}, not {EXIT_SIGTERM}: {err.strip()[-300:]}")
+            log(f"repeat {r + 1}: SIGTERM to exit {stops[-1]:.2f} s ({err.count('checkpoint written')} runs "
+                f"checkpointed)")
+    return {"bench": "stop", "train_args": train_args, "seeds": seeds, "seconds": stops,
+            "median_seconds": statistics.median(stops), "max_seconds": max(stops)}
+
+
+def format_stop_report(res: dict) -> str:
+    return (f"train {' '.join(res['train_args'])} --seeds {','.join(map(str, res['seeds']))}\n"
+            f"SIGTERM to exit (step finished, every run checkpointed mid-epoch): median {res['median_seconds']:.2f} s, "
+            f"max {res['max_seconds']:.2f} s over {len(res['seconds'])} repeats")
 
 
 def bench_cells(train_args: list[str], runs: list[int], log=print) -> dict:

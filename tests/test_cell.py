@@ -30,7 +30,8 @@ from tests.helpers import CLI, cli_env, query, run_cli, run_cli_many
 pytestmark = pytest.mark.slow  # real training processes
 
 SEEDS = (0, 1, 2)
-EXPERIMENT = ["--n", "1", "--dataset", "fashion-mnist", "--epochs", "2", "--train-limit", "640", "--test-limit",
+EPOCHS = 3
+EXPERIMENT = ["--n", "1", "--dataset", "fashion-mnist", "--epochs", str(EPOCHS), "--train-limit", "640", "--test-limit",
               "200", "--val-split", "64", "--device", "cpu", "--threads", "1", "--progress", "json"]
 STEPS_PER_EPOCH = -(-(640 - 64) // 128)  # 5: four full batches and a short one of 64
 ROW_KEYS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "val_loss", "val_error")
@@ -41,7 +42,7 @@ def cell_args(results, *extra) -> list:
 
 
 def run_ids() -> list[str]:
-    cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs=2, train_limit=640, test_limit=200, val_split=64)
+    cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs=EPOCHS, train_limit=640, test_limit=200, val_split=64)
     return [cfg.with_seed(s).run_id for s in SEEDS]
 
 
@@ -67,8 +68,8 @@ def reference(tmp_path_factory, fashion_mnist_available):
     """The uninterrupted cell, in its own results dir."""
     results = tmp_path_factory.mktemp("cell") / "results"
     proc = run_cli(*cell_args(results, "--seeds", "0-2"))
-    assert [json.loads(line)["run_id"] for line in proc.stdout.splitlines()].count(run_ids()[1]) == 2
-    assert proc.stderr.count("completed 2 epochs") == 3
+    assert [json.loads(line)["run_id"] for line in proc.stdout.splitlines()].count(run_ids()[1]) == EPOCHS
+    assert proc.stderr.count(f"completed {EPOCHS} epochs") == 3
     return results
 
 
@@ -89,7 +90,8 @@ def test_a_cell_is_its_single_runs_bit_for_bit(reference, tmp_path):
     (partial / "runs").mkdir(parents=True)
     shutil.copytree(singles / "runs" / run_ids()[0], partial / "runs" / run_ids()[0])
     proc = run_cli(*cell_args(partial, "--seeds", "0,1,2"))
-    assert f"{run_ids()[0]}: already completed" in proc.stderr and proc.stderr.count("completed 2 epochs") == 2
+    assert f"{run_ids()[0]}: already completed" in proc.stderr
+    assert proc.stderr.count(f"completed {EPOCHS} epochs") == 2
     assert {json.loads(line)["run_id"] for line in proc.stdout.splitlines()} == set(run_ids()[1:])
     assert_same_runs(reference, partial)
 
@@ -145,44 +147,53 @@ def test_a_cell_killed_mid_epoch_resumes_every_run_exactly(reference, tmp_path):
     proc.kill()
     proc.wait()
     stored = [_stored_epochs(results, rid) for rid in run_ids()]
-    assert first["epoch"] == 1 and max(stored) >= 1 and min(stored) < 2, stored
+    assert first["epoch"] == 1 and max(stored) >= 1 and min(stored) < EPOCHS, stored
     again = run_cli(*args)
     assert "resuming after epoch 1" in again.stderr
     counts = query(results, "SELECT run_id, count(*) AS n, count(DISTINCT epoch) AS d FROM epochs GROUP BY run_id")
-    assert sorted((c["n"], c["d"]) for c in counts) == [(2, 2)] * 3  # one row per epoch
+    assert sorted((c["n"], c["d"]) for c in counts) == [(EPOCHS, EPOCHS)] * 3  # one row per epoch
     assert_same_runs(reference, results)
 
 
-def test_sigterm_stops_a_cell_cleanly_and_it_resumes_at_that_step(reference, tmp_path):
-    """SIGTERM at a random step of epoch 2: every run finishes its step, checkpoints mid-epoch, says interrupted and
-    gives its lease back; the same command trains exactly the steps that were left, and every run ends as the
-    uninterrupted cell's."""
+@pytest.mark.parametrize("seeds", [["--seed", "0"], ["--seeds", "0-2"]], ids=["one run", "a cell"])
+def test_sigterm_stops_cleanly_and_the_run_resumes_at_that_step(reference, tmp_path, seeds):
+    """SIGTERM at a random step of epoch 2 of 3: every run finishes its step, checkpoints mid-epoch, says
+    interrupted and gives its lease back (another process takes it at once); the same command trains exactly the
+    steps that were left, and every run ends as the uninterrupted one (rows and weights, bit for bit)."""
+    from resnet_study.core.lease import Lease
+
     results = tmp_path / "results"
-    args = [str(a) for a in cell_args(results, "--seeds", "0-2")]
+    ids = run_ids()[:1] if seeds[0] == "--seed" else run_ids()
+    args = [str(a) for a in cell_args(results, *seeds)]
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-    for _ in SEEDS:  # all three have finished epoch 1
+    for _ in ids:  # every run has finished epoch 1
         assert json.loads(proc.stdout.readline())["epoch"] == 1
-    time.sleep(float(np.random.default_rng().uniform(0, 0.3)))
+    time.sleep(float(np.random.default_rng().uniform(0, 0.1 * len(ids) * STEPS_PER_EPOCH)))
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_SIGTERM, err
     assert "run the same command again to resume" in err
     stopped = {rid: int(err.split(f"{rid}: stopped (SIGTERM)")[1].split(" steps in this process")[0].split("(")[-1])
-               for rid in run_ids() if f"{rid}: stopped" in err}
-    shards = {r["run_id"]: r for r in query(results, "SELECT run_id, status, epochs_done FROM runs")}
-    for rid in run_ids():
-        assert not (results / "runs" / rid / LEASE_NAME).exists()  # released: another process may take it at once
-        if rid in stopped:
-            assert shards[rid]["status"] == "interrupted" and shards[rid]["epochs_done"] == 1
+               for rid in ids if f"{rid}: stopped" in err}
     assert stopped, err
+    shards = {r["run_id"]: r for r in query(results, "SELECT run_id, status, epochs_done FROM runs")}
+    for rid in stopped:
+        assert shards[rid]["status"] == "interrupted" and 1 <= shards[rid]["epochs_done"] < EPOCHS
+        assert not (results / "runs" / rid / LEASE_NAME).exists()
+        taker = Lease(results / "runs" / rid, rid, log=lambda m: None)
+        assert taker.try_acquire()  # free at once: no stale lease to wait out
+        taker.release()
 
     again = run_cli(*args)
     for rid in stopped:
-        done_here = int(again.stderr.split(f"{rid}: completed 2 epochs")[1].split(" steps in this process")[0]
+        done_here = int(again.stderr.split(f"{rid}: completed {EPOCHS} epochs")[1].split(" steps in this process")[0]
                         .split("(")[-1])
-        assert stopped[rid] + done_here == 2 * STEPS_PER_EPOCH, again.stderr
-    assert again.stderr.count("resuming epoch 2 at step") == len(stopped)
-    assert_same_runs(reference, results)
+        assert stopped[rid] + done_here == EPOCHS * STEPS_PER_EPOCH, again.stderr  # no step trained twice
+    assert again.stderr.count(" at step ") == len(stopped)  # "resuming epoch E at step K of 5"
+    for rid in ids:
+        assert rows(reference, rid) == rows(results, rid), rid
+        wa, wb = weights(reference, rid), weights(results, rid)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), rid
 
 
 def test_two_identical_cell_commands_train_each_run_once(tmp_path, fashion_mnist_available):
@@ -193,9 +204,9 @@ def test_two_identical_cell_commands_train_each_run_once(tmp_path, fashion_mnist
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     trained = [json.loads(line)["run_id"] for out, _ in outputs for line in out.splitlines()]
-    assert sorted(trained) == sorted(run_ids() * 2)  # each run's 2 epochs, trained by exactly one of the two
+    assert sorted(trained) == sorted(run_ids() * EPOCHS)  # each run's epochs, trained by exactly one of the two
     counts = query(results, "SELECT count(*) AS n, count(DISTINCT run_id || epoch) AS d FROM epochs")
-    assert counts == [{"n": 6, "d": 6}]
+    assert counts == [{"n": 3 * EPOCHS, "d": 3 * EPOCHS}]
     assert not any((results / "runs" / r / LEASE_NAME).exists() for r in run_ids())
 
 
@@ -208,7 +219,7 @@ def test_if_running_exit_leaves_held_runs_and_exits_3_only_if_it_trained_nothing
         for lease in held[:2]:
             assert lease.try_acquire()
         some = run_cli(*cell_args(results, "--seeds", "0-2", "--if-running", "exit"))
-        assert "left to it (--if-running exit)" in some.stderr and some.stderr.count("completed 2 epochs") == 1
+        assert "left to it (--if-running exit)" in some.stderr and some.stderr.count(f"completed {EPOCHS} epochs") == 1
         none = run_cli(*cell_args(results, "--seeds", "0,1", "--if-running", "exit"), check=False)
         assert none.returncode == 3 and none.stderr.count("error: ") == 1
         assert "every run asked for is being trained elsewhere: " in none.stderr

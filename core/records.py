@@ -1,8 +1,8 @@
 """The run record, typed once: what a run writes to its shard, what results.duckdb's tables hold (their columns
 and DuckDB types are derived from these models) and what the results service returns.
 
-    RunRecord        one row of `runs`: the run id, every ExperimentConfig field (derived from it, milestones as
-                     "82,123"), then what the run measured and where it ran
+    RunRecord        one row of `runs`: the run id, every ExperimentConfig field (derived from it: milestones an
+                     integer list, BIGINT[] in DuckDB), then what the run measured and where it ran
     EpochRecord      one row of `epochs` per finished epoch
     ConfusionRecord  one row of `confusion` per (split, true class, predicted class) of the finished model
     Shard            runs/<run_id>/run.json: the run's own rows, rewritten atomically after every epoch
@@ -40,7 +40,8 @@ class _RunOutcome(BaseModel):
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
-    device: Optional[str] = Field(None, description="the GPU's name, or the CPU's model and cores")
+    device_type: Optional[Literal["cpu", "cuda"]] = Field(None, description="what it trained on: --device, resolved")
+    device_name: Optional[str] = Field(None, description="the GPU's name, or the CPU's model and cores")
     cell_runs: Optional[int] = Field(None, description="runs trained together in this run's process (its cell's "
                                                        "seeds; 1: alone)")
     precision: Optional[str] = Field(None, description="fp32 or bf16 (autocast)")
@@ -80,9 +81,8 @@ def _is_optional(annotation) -> bool:
 
 def _experiment_fields() -> dict:
     """ExperimentConfig's fields as record columns: the same names and value types, all nullable (a record of an
-    older version may lack one), without the validation; milestones as text ("82,123", as the store has always had)."""
-    return {name: (Optional[str] if name == "milestones" else _optional(f.annotation), None)
-            for name, f in ExperimentConfig.model_fields.items()}
+    older version may lack one), without the validation."""
+    return {name: (_optional(f.annotation), None) for name, f in ExperimentConfig.model_fields.items()}
 
 
 RunRecord = create_model(
@@ -137,11 +137,27 @@ class Shard(BaseModel):
 
 
 def upgrade_run_row(row: dict) -> dict:
-    """A `runs` row as this version writes it. Before 0.2 a run stopped by Ctrl-C / SIGTERM was stored as failed
-    with a KeyboardInterrupt message; it is an interrupted (resumable) run."""
+    """A `runs` row of a shard written before 0.2, as this version writes it (core.store migrates old snapshots the
+    same way, in SQL):
+
+    - a run stopped by Ctrl-C / SIGTERM was stored as failed with a KeyboardInterrupt message: it is interrupted;
+    - milestones were text, "82,123": an integer list;
+    - `device` held the hardware's name: it is `device_name`, and `device_type` says cpu or cuda."""
+    row = dict(row)
     if row.get("status") == "failed" and (row.get("error_message") or "").startswith("KeyboardInterrupt"):
-        return {**row, "status": "interrupted"}
+        row["status"] = "interrupted"
+    if isinstance(row.get("milestones"), str):
+        row["milestones"] = [int(m) for m in row["milestones"].split(",") if m]
+    if "device" in row:
+        row["device_name"] = row.pop("device")
+        row["device_type"] = legacy_device_type(row["device_name"])
     return row
+
+
+def legacy_device_type(name: str | None) -> str | None:
+    """The device type of a run recorded before 0.2, from its device name: a CPU's began with "cpu" ("cpu (2 cores, 1
+    threads)" in 0.1.0, "CPU <model> (<n> cores)" later), a GPU's is its name. Only old records need this guess."""
+    return None if name is None else "cpu" if name.lower().startswith("cpu") else "cuda"
 
 
 # ---------------------------------------------------------------- the DuckDB schema, derived
@@ -150,11 +166,14 @@ _SQL_TYPES = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", d
 
 
 def sql_type(annotation) -> str:
-    """The DuckDB type of a record field's annotation (`X | None` -> X's; a Literal of strings -> VARCHAR)."""
+    """The DuckDB type of a record field's annotation (`X | None` -> X's; a Literal of strings -> VARCHAR;
+    list[X] -> X[])."""
     if _is_optional(annotation):
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is Literal:
         return "VARCHAR"
+    if typing.get_origin(annotation) is list:
+        return sql_type(typing.get_args(annotation)[0]) + "[]"
     return _SQL_TYPES[annotation]
 
 

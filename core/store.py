@@ -315,10 +315,13 @@ def _publish(storage: Storage, work: Path, current: Located | None,
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """The tables of core.records in `con`; a snapshot written by an older version gains the columns added since,
-    and its `_shards` bookkeeping (inode / mtime / size before storage versions) is rebuilt from the shards."""
+    """The tables of core.records in `con`; a snapshot written by an older version is migrated (_migrate) and gains
+    the columns added since, and its `_shards` bookkeeping (inode / mtime / size before storage versions) is rebuilt
+    from the shards."""
     for table, cols in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
+    _migrate(con)
+    for table, cols in TABLES.items():
         for c, t in cols.items():
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {t}")
     old = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
@@ -326,6 +329,21 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     if old:
         con.execute("DROP TABLE _shards")
     con.execute("CREATE TABLE IF NOT EXISTS _shards (run_id VARCHAR PRIMARY KEY, version VARCHAR)")
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """What changed in `runs` since 0.1 (core.records.upgrade_run_row does the same to a shard): milestones from
+    text ("82,123") to BIGINT[]; `device`, the hardware's name, to `device_name`, with `device_type` beside it."""
+    cols = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+                            "current_database() AND table_name = 'runs'").fetchall())
+    if cols.get("milestones") == "VARCHAR":
+        con.execute("ALTER TABLE runs ALTER milestones TYPE BIGINT[] USING CASE WHEN milestones = '' THEN "
+                    "[]::BIGINT[] ELSE CAST(string_split(milestones, ',') AS BIGINT[]) END")
+    if "device" in cols and "device_name" not in cols:
+        con.execute("ALTER TABLE runs RENAME device TO device_name")
+        con.execute("ALTER TABLE runs ADD COLUMN device_type VARCHAR")
+        con.execute("UPDATE runs SET device_type = CASE WHEN device_name ILIKE 'cpu%' THEN 'cpu' WHEN device_name "
+                    "IS NOT NULL THEN 'cuda' END")
 
 
 def _list_shards(storage: Storage) -> dict[str, str]:

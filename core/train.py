@@ -237,13 +237,13 @@ class Run:
             else:
                 log(f"{self.run_id}: resuming after epoch {ckpt['epoch']}")
         record = RunRecord(
-            run_id=self.run_id, **self.cfg.model_dump(exclude={"milestones"}),
-            milestones=",".join(map(str, self.cfg.milestones)), layers=self.cfg.layers,
+            run_id=self.run_id, **self.cfg.model_dump(), layers=self.cfg.layers,
             train_size=len(self.ds.train), val_size=len(self.ds.val) if self.ds.val else 0,
             test_size=len(self.ds.test), params=param_count(self.model), status="running",
             epochs_done=len(self.rows),
             started_at=previous.run.started_at if previous and previous.run.started_at else now(), updated_at=now(),
-            device=device_name(self.setting.device), cell_runs=self.setting.cell_runs,
+            device_type=self.setting.device.type, device_name=device_name(self.setting.device),
+            cell_runs=self.setting.cell_runs,
             precision=self.setting.precision, threads=self.setting.threads,
             train_seconds=sum(r.epoch_seconds for r in self.rows), config=self.cfg.model_dump_json(),
             **self.setting.provenance,

@@ -70,7 +70,7 @@ def measured_rates(results_dir: Path, device_name: str | None, precision: str) -
         rows = con.execute(
             "SELECT layers, coalesce(cell_runs, 1), train_size * epochs_done / train_seconds * coalesce(cell_runs, 1) "
             "FROM runs WHERE status = 'completed' AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL "
-            "THEN device NOT ILIKE 'cpu%' ELSE device = ? END)", [precision, device_name, device_name]).fetchall()
+            "THEN device_type = 'cuda' ELSE device_name = ? END)", [precision, device_name, device_name]).fetchall()
     finally:
         con.close()
     rates: dict[int, list[tuple[int, float]]] = {}

@@ -42,7 +42,7 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
     con = duckdb.connect(str(tmp), config=store.DUCKDB_CONFIG)
     store.create_schema(con)
     con.execute("SELECT setseed(0.42)")
-    milestones = ",".join(map(str, default_milestones(epochs)))
+    milestones = default_milestones(epochs)
     con.execute(f"""
         CREATE TEMP TABLE spec AS SELECT i,
             CASE i % 2 WHEN 0 THEN 'cifar10' ELSE 'fashion-mnist' END AS dataset,
@@ -68,12 +68,13 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
     con.execute(f"""
         INSERT INTO runs BY NAME SELECT 'synthetic-' || lpad(s.i::VARCHAR, 7, '0') AS run_id, 'synthetic' AS run_name,
             s.n, s.layers, s.shortcut, s.dataset, {epochs} AS epochs, 'paper' AS augment, s.seed,
-            128 AS batch_size, 0.1 AS lr, 0.9 AS momentum, 0.0001 AS weight_decay, '{milestones}' AS milestones,
+            128 AS batch_size, 0.1 AS lr, 0.9 AS momentum, 0.0001 AS weight_decay, {milestones} AS milestones,
             0 AS warmup_epochs, 0 AS val_split, NULL AS train_limit, NULL AS test_limit, 50000 AS train_size,
             0 AS val_size, 10000 AS test_size, 270000 * s.n // 3 AS params, s.status, count(e.epoch) AS epochs_done,
             TIMESTAMP '2026-01-01' + to_seconds(s.i) AS started_at,
             CASE WHEN s.status = 'completed' THEN TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) END AS finished_at,
-            TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) AS updated_at, 'synthetic' AS device,
+            TIMESTAMP '2026-01-01' + to_seconds(s.i + 3600) AS updated_at, 'cuda' AS device_type,
+            'synthetic' AS device_name,
             'bf16' AS precision, 'synthetic' AS torch_version, sum(e.epoch_seconds) AS train_seconds,
             arg_max(e.train_error, e.epoch) AS train_error, 2 * arg_max(e.test_error, e.epoch) AS test_loss,
             arg_max(e.test_error, e.epoch) AS test_error, NULL AS val_loss, NULL AS val_error,

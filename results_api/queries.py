@@ -74,13 +74,31 @@ class Store:
 
     def select(self, table: str, columns) -> str:
         """`columns` as a select list. A snapshot written by an older version (the service never syncs it) may lack
-        columns added since: those read as NULL."""
+        columns added since (those read as NULL) or keep them as 0.1 did (LEGACY: read as core.store._migrate would
+        write them)."""
         version = self.version
         if self._columns_version != version:
-            _, found = self.query("SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = 'store'")
-            self._columns = {(t, c) for t, c in found}
+            _, found = self.query("SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE "
+                                  "database_name = 'store'")
+            self._columns = {(t, c): d for t, c, d in found}
             self._columns_version = version
-        return ", ".join(c if (table, c) in self._columns else f"NULL AS {c}" for c in columns)
+
+        def one(c: str) -> str:
+            for (old, old_type), expression in LEGACY.get((table, c), {}).items():
+                if self._columns.get((table, old)) == old_type:
+                    return f"{expression} AS {c}"
+            return c if (table, c) in self._columns else f"NULL AS {c}"
+        return ", ".join(one(c) for c in columns)
+
+
+# Columns that 0.1 stored differently: (table, column) -> {(its old column, that column's type): read as}.
+LEGACY = {
+    ("runs", "milestones"): {("milestones", "VARCHAR"): "CASE WHEN milestones = '' THEN []::BIGINT[] ELSE "
+                                                        "CAST(string_split(milestones, ',') AS BIGINT[]) END"},
+    ("runs", "device_name"): {("device", "VARCHAR"): "device"},
+    ("runs", "device_type"): {("device", "VARCHAR"): "CASE WHEN device ILIKE 'cpu%' THEN 'cpu' WHEN device IS NOT "
+                                                     "NULL THEN 'cuda' END"},
+}
 
 
 def _jsonable(v):
@@ -178,8 +196,9 @@ class Variant:
     @classmethod
     def of(cls, run: dict) -> "Variant":
         values = dict((f, run[f]) for f in VARIANT_FIELDS)
-        if values["milestones"] in (None, ",".join(map(str, default_milestones(run["epochs"])))):
-            values["milestones"] = "default"
+        milestones = values["milestones"]
+        values["milestones"] = ("default" if milestones in (None, default_milestones(run["epochs"]))
+                                else tuple(milestones))
         return cls(run["dataset"], tuple(values.items()))
 
     def get(self, name: str):
@@ -225,6 +244,8 @@ def _describe(name: str, value, dataset: str, variant: dict) -> str:
         return f"augment {value}"
     if name == "batch_size":
         return f"batch {value}"
+    if name == "milestones":
+        return f"lr /10 after epochs {','.join(map(str, value))}"
     return f"{name.replace('_', ' ')} {value:g}" if isinstance(value, float) else f"{name.replace('_', ' ')} {value}"
 
 
@@ -247,7 +268,7 @@ def cell_values(db: Store, dataset: str | None = None, metric: str = "test_error
                 ) -> dict[CellKey, list[float]]:
     """(variant, layers, epochs) -> the metric's values over the cell's completed runs (its seeds), in run-id order.
     Grouped in SQL, so the Python side handles one row per cell, not per run."""
-    fields = ", ".join(dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
+    fields = db.select("runs", dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
     rows = db.rows(f"SELECT {fields}, list({METRIC_SQL[metric]} ORDER BY run_id) AS values FROM runs "
                    f"WHERE status = 'completed' AND {METRIC_SQL[metric]} IS NOT NULL AND (? IS NULL OR dataset = ?) "
                    "GROUP BY ALL", [dataset, dataset])
@@ -444,7 +465,7 @@ def curves(db: Store, dataset: str | None, epochs: int | None, every_budget: boo
     """Per (cell, epoch) over the cell's runs (running or completed): mean, min and max train and test error (%) and
     the mean cumulative training seconds. Unless `every_budget`, one epoch budget per (variant, depth): `epochs`
     when given, else the longest (curves of different budgets, with their own lr schedules, would crowd a panel)."""
-    fields = ", ".join(dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
+    fields = db.select("runs", dict.fromkeys(("dataset", "layers", "epochs", *VARIANT_FIELDS)))
     rows = db.rows(
         f"WITH sel AS (SELECT run_id, {fields} FROM runs WHERE status IN ('completed', 'running') "
         "AND (? IS NULL OR dataset = ?) AND (? IS NULL OR epochs = ?)), "

@@ -26,7 +26,7 @@ from .reference import published_numbers
 
 CONFIG_COLUMNS = ("run_id", "status", "dataset", "layers", "n", "shortcut", "augment", "epochs", "epochs_done",
                   "seed", "batch_size", "lr", "momentum", "weight_decay", "milestones", "warmup_epochs", "val_split",
-                  "train_limit", "test_limit", "train_size", "val_size", "test_size", "params", "device",
+                  "train_limit", "test_limit", "train_size", "val_size", "test_size", "params", "device_type", "device_name",
                   "precision")
 RESULT_COLUMNS = ("test_error_pct", "train_error_pct", "train_seconds")
 REPORT_FIGURES = tuple(name for name in figures.FIGURES if name != "confusion")  # confusion: one per run, below
@@ -55,7 +55,7 @@ def published_comparison(db: queries.Store) -> list[dict]:
 
 
 PROVENANCE_COLUMNS = ("runs", "package_version", "code", "source_hash", "python_version", "torch_version",
-                      "cuda_version", "cudnn_version", "device", "gpu_driver", "data_fingerprint")
+                      "cuda_version", "cudnn_version", "device_name", "gpu_driver", "data_fingerprint")
 
 
 def provenance(db: queries.Store) -> tuple[list[dict], list[dict]]:

@@ -125,8 +125,9 @@ def test_a_misspelt_record_field_fails_at_once():
 def test_the_schema_is_the_records():
     assert TABLES["runs"] == sql_columns(RunRecord)
     config_fields = set(ExperimentConfig.model_fields)
-    assert config_fields <= set(TABLES["runs"])  # every config field is a column, milestones as text
-    assert TABLES["runs"]["milestones"] == "VARCHAR" and TABLES["runs"]["shortcut"] == "VARCHAR"
+    assert config_fields <= set(TABLES["runs"])  # every config field is a column, with its own type
+    assert TABLES["runs"]["milestones"] == "BIGINT[]" and TABLES["runs"]["shortcut"] == "VARCHAR"
+    assert TABLES["runs"]["device_type"] == TABLES["runs"]["device_name"] == "VARCHAR" and "device" not in TABLES["runs"]
     assert TABLES["runs"]["train_limit"] == "BIGINT" and TABLES["runs"]["started_at"] == "TIMESTAMP"
 
 

@@ -1,0 +1,49 @@
+"""Stores written by 0.1.0 (tests/fixtures/results-0.1.0) go through the migrations of 0.2, in their shards
+(core.records.upgrade_run_row) and in their snapshot (core.store._migrate): milestones from text to an integer list,
+`device` (the hardware's name) split into `device_type` and `device_name`, a KeyboardInterrupt failure read as
+interrupted. The store is read independently with DuckDB."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+
+from resnet_study.core import store
+from resnet_study.core.config import default_milestones
+from resnet_study.core.records import upgrade_run_row
+from tests.helpers import db_rows
+
+
+def old_rows(results) -> list[dict]:
+    return [json.loads(p.read_text())["run"] for p in sorted((results / "runs").glob("*/run.json"))]
+
+
+def test_old_shards_read_as_this_version_writes_them(old_store):
+    for raw in old_rows(old_store):
+        assert isinstance(raw["milestones"], str) and "device" in raw  # as 0.1.0 wrote them
+        run = store.read_shard(old_store, raw["run_id"]).run
+        assert run.milestones == [int(m) for m in raw["milestones"].split(",") if m]
+        assert run.device_name == raw["device"] and run.device_type == "cpu"
+    assert upgrade_run_row({"status": "failed", "error_message": "KeyboardInterrupt: "})["status"] == "interrupted"
+    assert upgrade_run_row({"milestones": ""})["milestones"] == []
+
+
+def test_an_old_snapshot_is_migrated_in_place_and_then_synced(old_store, tmp_path):
+    """The 0.1.0 snapshot itself, migrated by create_schema (what sync does first with a copy of it)."""
+    copy = tmp_path / "old.duckdb"
+    shutil.copyfile(old_store / "results.duckdb", copy)
+    con = duckdb.connect(str(copy))
+    before = con.execute("SELECT run_id, milestones, device FROM runs ORDER BY run_id").fetchall()
+    store.create_schema(con)
+    after = con.execute("SELECT run_id, milestones, device_name, device_type FROM runs ORDER BY run_id").fetchall()
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'runs'").fetchall())
+    con.close()
+    assert types["milestones"] == "BIGINT[]" and "device" not in types
+    assert [(r, [int(m) for m in ms.split(",") if m], d, "cpu") for r, ms, d in before] == after
+
+    store.sync(old_store)  # the store as a whole: every run, read back independently
+    runs = db_rows(old_store, "SELECT epochs, milestones, device_type, device_name FROM runs")
+    assert len(runs) == 9 and all(r["milestones"] == default_milestones(r["epochs"]) for r in runs)
+    assert {r["device_type"] for r in runs} == {"cpu"} and all(r["device_name"].lower().startswith("cpu") for r in runs)

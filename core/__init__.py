@@ -15,6 +15,8 @@ or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
     store.py      per-run shards and checkpoints, snapshot generations, the read side
     storage.py    one storage layer, a local dir or an s3:// prefix: atomic write, exclusive create, compare-and-swap
     lease.py      one holder at a time (a run's trainer, the store's syncer), stale-aware, on either storage
+    runtime.py    where a run runs and what produced it: the CPU thread budget, provenance (code, data, machine)
+    reference/    the published numbers (CSV) and the claims tested (claims.yaml)
 """
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import augment as aug
 from . import data
 from .config import ExperimentConfig
 from .model import resnet
@@ -70,13 +71,18 @@ def classic_transform(dataset: str, augment: str, mean: torch.Tensor, std: torch
     import torchvision.transforms as T
 
     prefix = [T.Pad(2), T.Grayscale(num_output_channels=3)] if dataset == "fashion-mnist" else []  # = data._to_3x32
-    presets = {
-        "paper": [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()],
-        "report": [T.RandomRotation(40), T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2),
-                   T.RandomAdjustSharpness(2)],
-        "none": [],
-    }
-    return T.Compose(prefix + presets[augment] + [T.ToTensor(), T.Normalize(mean.tolist(), std.tolist())])
+    return T.Compose(prefix + CLASSIC_PRESETS[augment](T) + [T.ToTensor(), T.Normalize(mean.tolist(), std.tolist())])
+
+
+# core.augment's presets as torchvision transforms (given the module, imported only when used); keyed by
+# core.vocab.AUGMENTS (tests/test_layout.py holds the keys to it).
+CLASSIC_PRESETS = {
+    "paper": lambda T: [T.RandomCrop(32, padding=aug.PAD), T.RandomHorizontalFlip()],
+    "report": lambda T: [T.RandomRotation(aug.MAX_ROTATION_DEG), T.RandomHorizontalFlip(),
+                         T.ColorJitter(aug.JITTER, aug.JITTER, aug.JITTER),
+                         T.RandomAdjustSharpness(aug.SHARPNESS_FACTOR)],
+    "none": lambda T: [],
+}
 
 
 def classic_dataset(dataset: str, root: Path, split: data.Split, train: bool, transform):

@@ -120,23 +120,3 @@ def param_count(model: nn.Module) -> int:
 def resnet(n: int, shortcut: str = "A", num_classes: int = NUM_CLASSES) -> ResNet:
     """ResNet-(6n+2) with `shortcut` A, B or none (the plain net)."""
     return ResNet(n, shortcut, num_classes)
-
-
-def resnet20(shortcut: str = "A") -> ResNet:
-    return resnet(3, shortcut)
-
-
-def resnet32(shortcut: str = "A") -> ResNet:
-    return resnet(5, shortcut)
-
-
-def resnet44(shortcut: str = "A") -> ResNet:
-    return resnet(7, shortcut)
-
-
-def resnet56(shortcut: str = "A") -> ResNet:
-    return resnet(9, shortcut)
-
-
-def resnet110(shortcut: str = "A") -> ResNet:
-    return resnet(18, shortcut)

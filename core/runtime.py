@@ -1,11 +1,12 @@
 """Where a run runs and what produced it: the CPUs it may use, and its provenance (code, data, software, machine).
 
 CPU threads. A process that takes one thread per visible core oversubscribes a machine it shares: three runs on
-2 cores each ran 6 threads, and their OpenMP workers spun while they waited for each other (measured: 1.8x the
-time of running them one after another). So the default intra-op threads are the CPUs this process may use: the
+2 cores each ran 6 threads, and their OpenMP workers spun while they waited for each other (together they took far
+longer than one after another: docs/benchmarks.md, "Runs sharing CPU cores"). So the default intra-op threads are the CPUs this process may use: the
 smallest of its affinity mask, its cgroup v2 `cpu.max` quota (a container's `--cpus`) and, on Kubernetes, the
 container's CPU request (RESNET_STUDY_CPU_REQUEST, set by the rendered Job through the downward API). `--threads N`
-or OMP_NUM_THREADS override it. `passive_waits()` makes idle OpenMP workers sleep instead of spin, so runs that
+or OMP_NUM_THREADS override it; processes that share the budget (`sweep local`, `bench runs`) each get their part
+of it from `thread_budget()`. `passive_waits()` makes idle OpenMP workers sleep instead of spin, so runs that
 share cores anyway (two users, `docker run` twice) degrade gracefully: docs/benchmarks.md has the figures.
 
 Provenance. Every run records the package version, the code (git commit and whether the tree had local changes,

@@ -5,8 +5,11 @@ imports it.
     cli.py          the command: train, model, and the sub-apps below, composed explicitly; main()
     options.py      Typer options and output helpers shared by the commands
     results_cli.py  results query|sync|table|compare, serve, report
-    sweep.py        sweep specs -> cells; the Kubernetes manifest; cell state
-    sweep_cli.py    sweep list|run|local|status|render
-    bench.py        `bench train`'s harness; bench_cli.py: bench train|api
+    sweep.py        sweep specs -> cells (all seeds of one experiment each); the Kubernetes manifest; cell state
+    sweep_cli.py    sweep list|run|local|plan|status|render
+    plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared
+    bench_cli.py    bench train|runs|cells|stop|api
+    bench.py        `bench train`'s harness: model-only, this loop, the classic peer
+    bench_runs.py   `bench runs|cells|stop`: whole train processes sharing a machine, cells against processes
     *.yaml          the shipped sweep specs
 """

@@ -388,7 +388,7 @@ def _pod_spec(sweep: Sweep, job: str, opts: RenderOptions, memory: str) -> dict:
 
 # ---------------------------------------------------------------- how many cells at a time
 
-RUNS_PER_GPU = 8  # one ResNet-20 run leaves an H200 mostly idle: 8 at once train 4.1x the images/s (docs/benchmarks.md)
+RUNS_PER_GPU = 8  # one ResNet-20 run leaves an H200 mostly idle; 8 fill it best (docs/benchmarks.md, GPU)
 
 
 def default_parallel(device: str, runs_per_cell: int) -> int:

@@ -120,7 +120,7 @@ def sweep_local(spec: str = Spec,
     print(f"{sweep.name}: {len(sweep)} cells ({len(sweep.runs)} runs); {len(todo)} to run "
           f"({_counts(s for _, s in todo)}), {len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}",
           flush=True)
-    threads = opts.threads or runtime.thread_budget(min(parallel, max(len(todo), 1)))
+    threads = threads_per_cell(opts, parallel, len(todo))
     base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()),
                              *run_options_argv(opts.model_copy(update={"threads": threads}))]
     stop = _StopOnSignal()
@@ -136,6 +136,11 @@ def sweep_local(spec: str = Spec,
 
 
 app.command("local")(with_parameters(sweep_local, run_option_parameters(exclude=("progress",))))
+
+
+def threads_per_cell(opts, parallel: int, cells: int) -> int:
+    """--threads, else this process's CPU budget shared by the cells that run at once (core.runtime)."""
+    return opts.threads or runtime.thread_budget(min(parallel, max(cells, 1)))
 
 
 def _schedule(sweep, todo, parallel, base, logs, outcome, stop) -> None:

@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..core.vocab import DATASET_TITLES  # noqa: E402
+from ..core.vocab import DATASETS, DATASET_TITLES  # noqa: E402
 from . import queries  # noqa: E402
 from .reference import reference_rows  # noqa: E402
 
@@ -287,7 +287,7 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
         return _empty(title, "no completed runs yet")
     fig, (ax,) = _new(width=7.4)
     colours = _colours(r["layers"] for r in runs)
-    markers = {"cifar10": "o", "fashion-mnist": "^"}
+    markers = dict(zip(DATASETS, "o^v<>"))  # a marker per data set of the vocabulary
     for ds in sorted({r["dataset"] for r in runs}):
         for layers in sorted({r["layers"] for r in runs if r["dataset"] == ds}):
             pts = [r for r in runs if r["dataset"] == ds and r["layers"] == layers]

@@ -103,11 +103,17 @@ def test_unwritable_results_dir_and_unknown_options_are_one_line(tmp_path, fashi
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     cases = [["train", *TINY, "--dataset", "fashion-mnist", "--results-dir", blocker / "results"],
-             ["train", "--bogus"], ["model", "--n", "0"], ["model", "--shortcut", "Z"], ["train", "--n", "x"]]
+             ["train", "--bogus"], ["model", "--n", "0"], ["model", "--shortcut", "Z"], ["train", "--n", "x"],
+             ["train", "--shortcut", "Z"], ["train", "--dataset", "imagenet"],
+             ["results", "table", "--dataset", "imagenet", "--results-dir", tmp_path],
+             ["sweep", "plan", "demo.yaml", "--device", "tpu", "--results-dir", tmp_path],
+             ["train", "--device", "tpu", "--dataset", "fashion-mnist"]]
     procs = run_cli_many(cases)
     for args, proc in zip(cases, procs):
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert procs[0].stderr.startswith("error: results dir") and "--results-dir" in procs[0].stderr
     # a bad choice reads the same whichever command it comes from (core.vocab.check_choice)
-    assert procs[3].stderr == "error: --shortcut: unknown shortcut 'Z'; use A, B, none\n"
+    assert procs[3].stderr == procs[5].stderr == "error: --shortcut: unknown shortcut 'Z'; use A, B, none\n"
+    assert procs[6].stderr == procs[7].stderr == "error: --dataset: unknown dataset 'imagenet'; use cifar10, fashion-mnist\n"
+    assert procs[8].stderr == procs[9].stderr == "error: --device: unknown device 'tpu'; use auto, cpu, cuda\n"

@@ -88,19 +88,92 @@ def test_the_installed_package_is_resnet_study_only():
     assert 'pythonpath' not in text and '"resnet_study.core" = "core"' in text
 
 
-@pytest.mark.parametrize("pattern, home", [
-    (r"6 \* n \+ 2", "core/vocab.py"),
-    (r'"Ankle boot"', "core/vocab.py"),
-    (r'"airplane", "automobile"', "core/vocab.py"),
-    (r'"cifar10", "fashion-mnist"', "core/vocab.py"),
-    (r'"A", "B", "none"', "core/vocab.py"),
-    (r'"paper", "report", "none"', "core/vocab.py"),
-    (r'"error-curves"\s*:', "results_api/figures.py"),
-])
-def test_each_word_is_declared_once(pattern, home):
-    found = [str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
-             if re.search(pattern, p.read_text())]
-    assert found == [home], found
+# ---------------------------------------------------------------- each word declared once, however it is spelt
+
+def _vocabulary() -> dict[str, frozenset]:
+    from resnet_study.core import vocab
+    from resnet_study.results_api import figures
+
+    words = {"data sets": vocab.DATASETS, "shortcuts": vocab.SHORTCUTS, "augmentation presets": vocab.AUGMENTS,
+             "devices": vocab.DEVICES, "precisions": vocab.PRECISIONS, "run statuses": vocab.STATUSES,
+             "figure names": tuple(figures.FIGURES)}
+    words |= {f"class names of {d}": names for d, names in vocab.CLASS_NAMES.items()}
+    return {what: frozenset(values) for what, values in words.items()}
+
+
+# Where a word's values are declared, and the lookup tables keyed by them (their keys are held to the vocabulary by
+# test_lookup_tables_are_keyed_by_the_vocabulary): nowhere else may the same set of values be written out.
+HOMES = {"core/vocab.py": None, "results_api/figures.py": {"figure names"}, "core/augment.py": {"augmentation presets"},
+         "core/data.py": {"data sets"}, "core/classic.py": {"augmentation presets"}}
+
+
+def _literal_sets(tree: ast.AST):
+    """(line, values) of every literal collection of constants in the source: tuples, lists, sets, a dict's keys,
+    and Literal[...] arguments, whatever their quoting, spacing or order."""
+    for node in ast.walk(tree):
+        elements = None
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            elements = node.elts
+        elif isinstance(node, ast.Dict):
+            elements = [k for k in node.keys if k is not None]
+        elif isinstance(node, ast.Subscript) and getattr(node.value, "id", getattr(node.value, "attr", "")) == "Literal":
+            elements = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if elements and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elements):
+            yield node.lineno, frozenset(e.value for e in elements)
+
+
+def _six_n_plus_two(tree: ast.AST):
+    """Lines that compute 6n+2 (or undo it, (layers - 2) / 6), in any order of the operands."""
+    def const(node, value):
+        return isinstance(node, ast.Constant) and node.value == value
+
+    def times_six(node):
+        return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and (const(node.left, 6) or
+                                                                                  const(node.right, 6))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.BinOp):
+            continue
+        if isinstance(node.op, ast.Add) and ((times_six(node.left) and const(node.right, 2)) or
+                                             (times_six(node.right) and const(node.left, 2))):
+            yield node.lineno
+        if isinstance(node.op, (ast.Div, ast.FloorDiv)) and const(node.right, 6) and isinstance(node.left, ast.BinOp) \
+                and isinstance(node.left.op, ast.Sub) and const(node.left.right, 2):
+            yield node.lineno
+
+
+def test_each_word_is_declared_once_however_it_is_spelt():
+    vocabulary = _vocabulary()
+    found = []
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            where = str(path.relative_to(ROOT))
+            tree = ast.parse(path.read_text())
+            for line, values in _literal_sets(tree):
+                for what, words in vocabulary.items():
+                    allowed = where in HOMES and (HOMES[where] is None or what in HOMES[where])
+                    if values == words and not allowed:
+                        found.append(f"{where}:{line}: the {what} written out again")
+            found += [f"{where}:{line}: 6n+2 computed again" for line in _six_n_plus_two(tree)
+                      if where != "core/vocab.py"]
+    assert found == [], found
+
+
+def test_the_checks_find_a_restatement_in_any_spelling():
+    """The two checks above, on planted code: they must see through quoting, order, spacing and form."""
+    planted = ast.parse("X = ('fashion-mnist',   'cifar10')\nY = {'none': 1, 'A': 2, 'B': 3}\nZ: Literal['cpu', "
+                        "'auto', 'cuda']\ndef f(k): return 2 + k * 6\ndef g(layers): return (layers - 2) // 6\n")
+    sets = {values for _, values in _literal_sets(planted)}
+    vocabulary = _vocabulary()
+    assert {vocabulary["data sets"], vocabulary["shortcuts"], vocabulary["devices"]} <= sets
+    assert list(_six_n_plus_two(planted)) == [4, 5]
+
+
+def test_lookup_tables_are_keyed_by_the_vocabulary():
+    from resnet_study.core import augment, classic, data, vocab
+
+    assert tuple(augment.PRESETS) == vocab.AUGMENTS and tuple(classic.CLASSIC_PRESETS) == vocab.AUGMENTS
+    assert tuple(data.LOADERS) == vocab.DATASETS
+    assert set(vocab.CLASS_NAMES) == set(vocab.DATASET_TITLES) == set(vocab.TRAIN_IMAGES) == set(vocab.DATASETS)
 
 
 def test_percent_names_carry_pct_and_fractions_never_do():
@@ -154,3 +227,18 @@ def test_run_ids_of_an_old_store_are_found_again(old_store):
     for folder in sorted((old_store / "runs").iterdir()):
         shard = store.read_shard(old_store, folder.name)
         assert ExperimentConfig.model_validate_json(shard.run.config).run_id == folder.name
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_each_module_map_lists_exactly_the_files_there(pkg):
+    """The map in each subpackage's docstring (`    name.py  what it is`) names every module, folder and shipped
+    spec there, and nothing that is not."""
+    import importlib
+
+    doc = importlib.import_module(f"resnet_study.{pkg}").__doc__
+    listed = set(re.findall(r"^ {4}([\w*]+\.(?:py|yaml)|\w+/)", doc, re.M))
+    folder = ROOT / pkg
+    present = {p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    present |= {f"{p.name}/" for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    present |= {"*.yaml"} if any(folder.glob("*.yaml")) else set()
+    assert listed == present, (sorted(listed - present), sorted(present - listed))

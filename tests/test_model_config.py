@@ -110,3 +110,31 @@ def test_run_id_is_stable_and_tells_configs_apart():
               ExperimentConfig(n=7, dataset="cifar10", epochs=50, augment="report").run_id,
               ExperimentConfig(n=7, dataset="cifar10", epochs=50, run_name="mine").run_id}
     assert a.run_id not in others and len(others) == 4
+
+
+def test_every_experiment_field_is_an_option_of_train_and_momentum_is_settable():
+    """The training options are generated from ExperimentConfig (jobs/options.py): every field but the seed is an
+    option with the field's default and description, the seed is --seed / --seeds, and a field a spec could always
+    set (momentum, weight decay) is settable from the command line too. Parsed by the real CLI."""
+    from typer.main import get_command
+
+    from resnet_study.jobs.cli import app
+    from resnet_study.jobs.options import experiments_from, run_options_from
+    from tests.helpers import parse_command
+
+    train = get_command(app).get_command(None, "train")
+    options = {p.name: p for p in train.params}
+    for name, field in ExperimentConfig.model_fields.items():
+        if name == "seed":
+            assert {"seed", "seeds"} <= set(options)
+            continue
+        assert name in options, name
+        assert options[name].help == field.description
+        if name != "milestones":
+            assert options[name].default == field.get_default(call_default_factory=True), name
+    _, params = parse_command(["resnet-study", "train", "--momentum", "0.5", "--weight-decay", "0.0005",
+                               "--milestones", "5,8", "--epochs", "10", "--seeds", "0-2", "--device", "cpu"])
+    cfgs = experiments_from(dict(params))
+    assert [c.seed for c in cfgs] == [0, 1, 2]
+    assert {(c.momentum, c.weight_decay, tuple(c.milestones)) for c in cfgs} == {(0.5, 0.0005, (5, 8))}
+    assert run_options_from(dict(params)).device == "cpu"

@@ -42,6 +42,33 @@ def test_affinity_limits_the_threads_of_a_process():
     assert out.stdout.strip() == "(1, 'affinity')", out.stderr
 
 
+def test_the_thread_budget_of_processes_sharing_a_4_cpu_cgroup_on_a_64_core_node(tmp_path, monkeypatch):
+    """A container limited to 4 CPUs (cgroup v2 cpu.max) on a 64-core node, simulated: `sweep local --parallel 2`
+    gives each cell 2 threads, not 64 / 2; a CPU request or affinity mask below the quota wins; --threads wins."""
+    from resnet_study.core.config import RunOptions
+    from resnet_study.jobs.sweep_cli import threads_per_cell
+
+    root, proc = tmp_path / "cgroup", tmp_path / "proc-self-cgroup"
+    (root / "kubepods" / "pod1").mkdir(parents=True)
+    (root / "kubepods" / "pod1" / "cpu.max").write_text("400000 100000\n")  # 4 CPUs
+    proc.write_text("0::/kubepods/pod1\n")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.delenv(runtime.CPU_REQUEST_ENV, raising=False)
+    assert runtime.cpu_budget(proc, root) == (4, "cgroup cpu.max")
+    assert runtime.thread_budget(2, proc_cgroup=proc, cgroup_root=root) == 2
+    assert runtime.thread_budget(8, proc_cgroup=proc, cgroup_root=root) == 1  # never 0
+    monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda *a, **k: 4.0)  # what sweep local's process would read
+    assert threads_per_cell(RunOptions(), parallel=2, cells=5) == 2
+    assert threads_per_cell(RunOptions(), parallel=2, cells=1) == 4  # one cell to run: all of it
+    assert threads_per_cell(RunOptions(threads=3), parallel=2, cells=5) == 3
+    monkeypatch.setenv(runtime.CPU_REQUEST_ENV, "2")
+    assert threads_per_cell(RunOptions(), parallel=2, cells=5) == 1
+    monkeypatch.delenv(runtime.CPU_REQUEST_ENV)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert threads_per_cell(RunOptions(), parallel=2, cells=5) == 1
+
+
 def test_a_cgroup_quota_is_read_from_cpu_max(tmp_path):
     """cgroup v2: '<quota> <period>' in cpu.max of the process's cgroup or a parent; the tightest one counts."""
     root = tmp_path / "cgroup"

@@ -241,61 +241,99 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     setup_seconds = time.perf_counter() - t0
     log(f"data: {opts.dataset} ({bd.source}), {len(bd.train)} training images, setup {setup_seconds:.1f} s")
 
-    compile_mode = opts.compile_mode if opts.compile else None
     with classic.torchvision_root(opts.dataset, opts.data_dir) if opts.classic else nullcontext() as root:
-        pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, precision, opts.batch_size,
-                                               compile_mode)]
-        for preset in opts.augment:
-            pipelines.append(ThisLoop(_model(opts, device, True), device, precision, bd, opts.batch_size, preset,
-                                      compile_mode, opts.seed))
-            if opts.classic:
-                pipelines.append(Classic(_model(opts, device, False), device, bd, root, opts.batch_size, preset,
-                                         opts.workers, opts.seed))
-        rates: dict[str, list[float]] = {p.name: [] for p in pipelines}
-        peak_rss: dict[str, float | None] = {p.name: None for p in pipelines}
-        peak_gpu: dict[str, float | None] = {p.name: None for p in pipelines}
-        round_loads = []
-        for r in range(opts.rounds):
-            round_loads.append(os.getloadavg()[0])
-            for p in pipelines:
-                if opts.warmup:
-                    p.run(opts.warmup)
-                cleared = _clear_peak_rss()
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                seconds = p.run(opts.steps)
-                rates[p.name].append(opts.steps * opts.batch_size / seconds)
-                rss = _peak_rss_mb() if cleared else None
-                if rss is not None:
-                    peak_rss[p.name] = max(rss, peak_rss[p.name] or 0)
-                if device.type == "cuda":
-                    peak_gpu[p.name] = max(torch.cuda.max_memory_allocated(device) / 2**20, peak_gpu[p.name] or 0)
-                log(f"round {r + 1}/{opts.rounds} {p.name}: {rates[p.name][-1]:.1f} img/s")
-
+        pipelines = _pipelines(opts, device, precision, bd, root)
+        timed = _rounds(pipelines, opts, device, log)
         loader_ms = {p.name: 1000 * p.loader_seconds_per_batch(max(opts.steps, 5))
                      for p in pipelines if isinstance(p, ThisLoop)}
         fast = next(p for p in pipelines if isinstance(p, ThisLoop))
-        test = bd.test.head(opts.eval_images)
-        test_loader = data.DeviceLoader(test, EVAL_BATCH, bd.mean, bd.std, device=device)
-        evaluate(fast.raw_model, data.DeviceLoader(test.head(EVAL_BATCH), EVAL_BATCH, bd.mean, bd.std, device=device),
-                 device, precision)  # warm-up
-        synchronize(device)
-        start = time.perf_counter()
-        evaluate(fast.raw_model, test_loader, device, precision)
-        synchronize(device)
-        eval_rate = len(test) / (time.perf_counter() - start)
+        evaluation = _evaluation_rate(fast.raw_model, bd, opts.eval_images, device, precision)
 
+    results = _summaries(pipelines, timed, loader_ms, opts)
+    opts_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    return {
+        "bench": "train", "started_at": started.isoformat(), "finished_at": now().isoformat(), "options": opts_dict,
+        "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
+        "device": device_name(device), "device_type": device.type, "precision": precision,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{runtime.cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
+        "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
+        "load_avg_1min_rounds": timed["loads"],
+        "pipelines": results, "ratios": _ratios(results, opts),
+        "evaluation": evaluation, "peak_rss_mb_process": _max_rss_mb(),
+    }
+
+
+def _pipelines(opts: BenchOptions, device, precision: str, bd: BenchData, root) -> list[Pipeline]:
+    """(a), then (b) and, with the classic peer, (c) for each preset; each with the same initial weights."""
+    compile_mode = opts.compile_mode if opts.compile else None
+    pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, precision, opts.batch_size,
+                                           compile_mode)]
+    for preset in opts.augment:
+        pipelines.append(ThisLoop(_model(opts, device, True), device, precision, bd, opts.batch_size, preset,
+                                  compile_mode, opts.seed))
+        if opts.classic:
+            pipelines.append(Classic(_model(opts, device, False), device, bd, root, opts.batch_size, preset,
+                                     opts.workers, opts.seed))
+    return pipelines
+
+
+def _rounds(pipelines: list[Pipeline], opts: BenchOptions, device, log) -> dict:
+    """The pipelines interleaved, round by round (W untimed steps, then S timed ones each): img/s per round, the
+    peak RSS and peak GPU memory per pipeline, the load average at each round's start."""
+    rates: dict[str, list[float]] = {p.name: [] for p in pipelines}
+    peak_rss: dict[str, float | None] = {p.name: None for p in pipelines}
+    peak_gpu: dict[str, float | None] = {p.name: None for p in pipelines}
+    loads = []
+    for r in range(opts.rounds):
+        loads.append(os.getloadavg()[0])
+        for p in pipelines:
+            if opts.warmup:
+                p.run(opts.warmup)
+            cleared = _clear_peak_rss()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds = p.run(opts.steps)
+            rates[p.name].append(opts.steps * opts.batch_size / seconds)
+            rss = _peak_rss_mb() if cleared else None
+            if rss is not None:
+                peak_rss[p.name] = max(rss, peak_rss[p.name] or 0)
+            if device.type == "cuda":
+                peak_gpu[p.name] = max(torch.cuda.max_memory_allocated(device) / 2**20, peak_gpu[p.name] or 0)
+            log(f"round {r + 1}/{opts.rounds} {p.name}: {rates[p.name][-1]:.1f} img/s")
+    return {"rates": rates, "peak_rss": peak_rss, "peak_gpu": peak_gpu, "loads": loads}
+
+
+def _evaluation_rate(model, bd: BenchData, images: int, device, precision: str) -> dict:
+    """core.train.evaluate's img/s over the first `images` test images (after one warm-up batch)."""
+    test = bd.test.head(images)
+    loader = data.DeviceLoader(test, EVAL_BATCH, bd.mean, bd.std, device=device)
+    evaluate(model, data.DeviceLoader(test.head(EVAL_BATCH), EVAL_BATCH, bd.mean, bd.std, device=device),
+             device, precision)  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate(model, loader, device, precision)
+    synchronize(device)
+    return {"images_per_second": len(test) / (time.perf_counter() - start), "images": len(test),
+            "batch_size": EVAL_BATCH}
+
+
+def _summaries(pipelines: list[Pipeline], timed: dict, loader_ms: dict, opts: BenchOptions) -> dict:
     results = {}
     for p in pipelines:
-        rate = statistics.median(rates[p.name])
+        rate = statistics.median(timed["rates"][p.name])
         results[p.name] = {
-            "label": p.label, "images_per_second": rate, "rounds": rates[p.name],
+            "label": p.label, "images_per_second": rate, "rounds": timed["rates"][p.name],
             "seconds_per_step": opts.batch_size / rate, "epoch_seconds_50k": EPOCH_IMAGES / rate,
-            "peak_rss_mb": peak_rss[p.name], "peak_gpu_mb": peak_gpu[p.name],
+            "peak_rss_mb": timed["peak_rss"][p.name], "peak_gpu_mb": timed["peak_gpu"][p.name],
         }
         if p.name in loader_ms:
             results[p.name]["loader_ms_per_batch"] = loader_ms[p.name]
+    return results
 
+
+def _ratios(results: dict, opts: BenchOptions) -> dict:
     def rate_of(name: str) -> float:
         return results[name]["images_per_second"]
 
@@ -306,20 +344,7 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
             ratios[f"b:{preset}/c:{preset}"] = rate_of(f"b:{preset}") / rate_of(f"c:{preset}")
     if "paper" in opts.augment and "report" in opts.augment:
         ratios["report_cost_over_paper"] = rate_of("b:paper") / rate_of("b:report") - 1
-    opts_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    return {
-        "bench": "train", "started_at": started.isoformat(), "finished_at": now().isoformat(), "options": opts_dict,
-        "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
-        "device": device_name(device), "device_type": device.type, "precision": precision,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{runtime.cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-        "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
-        "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
-        "load_avg_1min_rounds": round_loads,
-        "pipelines": results, "ratios": ratios,
-        "evaluation": {"images_per_second": eval_rate, "images": len(test), "batch_size": EVAL_BATCH},
-        "peak_rss_mb_process": _max_rss_mb(),
-    }
+    return ratios
 
 
 def format_report(res: dict) -> str:

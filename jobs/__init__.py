@@ -8,8 +8,8 @@ imports it.
     sweep.py        sweep specs -> cells (all seeds of one experiment each); the Kubernetes manifest; cell state
     sweep_cli.py    sweep list|run|local|plan|status|render
     plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared
-    bench_cli.py    bench train|runs|cells|stop|api
+    bench_cli.py    bench train|runs|stop|api
     bench.py        `bench train`'s harness: model-only, this loop, the classic peer
-    bench_runs.py   `bench runs|cells|stop`: whole train processes sharing a machine, cells against processes
+    bench_runs.py   `bench runs|stop`: whole train processes sharing a machine, cells against processes
     *.yaml          the shipped sweep specs
 """

@@ -4,7 +4,7 @@
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json > bench.json
     resnet-study bench train --device cpu --n 18 --no-classic --steps 5 --rounds 1   # ResNet-110 memory check
     resnet-study bench runs --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
-    resnet-study bench cells --device cpu --runs 1,2,4,8             # K processes against one cell of K runs
+    resnet-study bench runs --device cpu --processes 1,2,4,8 --cells # P processes against one cell of P runs
     resnet-study bench stop --device cpu --n 18 --seeds 3             # SIGTERM to exit: the grace period a pod needs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
 
@@ -25,6 +25,9 @@ from ..core import StudyError
 from ..core.vocab import SHORTCUTS
 from ..results_api.bench import bench_api as run_bench_api
 from .options import DataDir, Device, Precision, check_option
+
+AsJson = typer.Option(False, "--json", help="Print the results as one JSON object.")
+Save = typer.Option(None, help="Also write the results as JSON to this file.")
 
 app = typer.Typer(help="Benchmarks that print figures (training throughput, API latency).", no_args_is_help=True)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -60,8 +63,8 @@ def bench_train(
     precision: str = Precision,
     classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
     seed: int = typer.Option(0, help="Initial weights and data order."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    as_json: bool = AsJson,
+    save: Optional[Path] = Save,
     data_dir: Optional[Path] = DataDir,
 ):
     """Measure training img/s side by side: (a) model-only, (b) this project's loop, (c) the classic peer."""
@@ -87,6 +90,9 @@ def bench_train(
 def bench_runs(
     processes: str = typer.Option("1,2,4", help="How many train processes at once, comma-separated levels."),
     sequential: bool = typer.Option(False, "--sequential", help="Also run each level's trainings one after another."),
+    cells: bool = typer.Option(False, "--cells", help="Against each level's P processes, one cell of the same P runs "
+                                                      "in one process (`train --seeds 0..P-1`): img/s, wall time and "
+                                                      "peak memory of both."),
     share_cores: bool = typer.Option(True, "--share-cores/--no-share-cores",
                                      help="Give each process cores / P threads, as `sweep local` does; without, "
                                           "each takes its own default, as commands started by hand do."),
@@ -96,18 +102,25 @@ def bench_runs(
     epochs: int = typer.Option(3, help="Epochs per run (the first is left out of the throughput)."),
     train_limit: Optional[int] = typer.Option(None, help="Training images per run [default: all]."),
     test_limit: Optional[int] = typer.Option(None, help="Test images per run [default: all]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    as_json: bool = AsJson,
+    save: Optional[Path] = Save,
     data_dir: Optional[Path] = DataDir,
 ):
-    """Time P whole `train` processes at once (and, with --sequential, one after another): aggregate img/s and
-    wall time per P. How many runs to pack on a GPU; whether concurrent runs share CPU cores gracefully."""
-    from .bench_runs import bench_runs as run_levels, format_report as runs_report
+    """Time P whole `train` processes at once (and, with --sequential, one after another; with --cells, against one
+    cell of P runs): aggregate img/s and wall time per P. How many runs to pack on a GPU; whether concurrent runs
+    share CPU cores gracefully; what a cell saves over separate processes."""
+    from . import bench_runs as br
 
     levels = _levels(processes, "--processes")
     args = _train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir)
-    res = run_levels(args, levels, sequential, share_cores, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    _emit(res, runs_report, as_json, save)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if cells:
+        if sequential or not share_cores:
+            raise StudyError("--cells compares P processes sharing the cores with one cell: drop --sequential and "
+                             "--no-share-cores")
+        _emit(br.bench_cells(args, levels, log=log), br.format_cells_report, as_json, save)
+    else:
+        _emit(br.bench_runs(args, levels, sequential, share_cores, log=log), br.format_report, as_json, save)
 
 
 @app.command("stop")
@@ -118,8 +131,8 @@ def bench_stop(
     seeds: int = typer.Option(3, min=1, help="Runs in the cell (seeds 0..K-1): each is checkpointed on the signal."),
     train_limit: Optional[int] = typer.Option(2560, help="Training images per run (epoch 1 must finish first)."),
     repeats: int = typer.Option(3, min=1, help="Times to start, signal and time the cell."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
+    as_json: bool = AsJson,
+    save: Optional[Path] = Save,
     data_dir: Optional[Path] = DataDir,
 ):
     """Time a cell from SIGTERM to its exit, mid-epoch: the step it finishes plus every run's checkpoint and shard.
@@ -129,29 +142,6 @@ def bench_stop(
     args = _train_args(device, n, dataset, 100, train_limit, 1000, data_dir)
     res = run_stop(args, list(range(seeds)), repeats, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     _emit(res, format_stop_report, as_json, save)
-
-
-@app.command("cells")
-def bench_cells(
-    runs: str = typer.Option("1,2,4,8", help="Runs per level (K), comma-separated."),
-    device: str = Device,
-    n: int = typer.Option(3, help="Blocks per stack of every run."),
-    dataset: str = typer.Option("fashion-mnist", help="cifar10 or fashion-mnist."),
-    epochs: int = typer.Option(3, help="Epochs per run (the first is left out of the throughput)."),
-    train_limit: Optional[int] = typer.Option(None, help="Training images per run [default: all]."),
-    test_limit: Optional[int] = typer.Option(None, help="Test images per run [default: all]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    save: Optional[Path] = typer.Option(None, help="Also write the results as JSON to this file."),
-    data_dir: Optional[Path] = DataDir,
-):
-    """For K = each level: K separate `train` processes at once against one `train --seeds 0..K-1` process (a
-    cell): img/s in all and per run, wall time, peak memory."""
-    from .bench_runs import bench_cells as run_cells, format_cells_report
-
-    levels = _levels(runs, "--runs")
-    res = run_cells(_train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir), levels,
-                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    _emit(res, format_cells_report, as_json, save)
 
 
 def _levels(text: str, option: str) -> list[int]:

@@ -1,9 +1,9 @@
-"""`resnet-study bench runs|cells`: whole `train` processes sharing one machine, P at a time, as a sweep runs them;
+"""`resnet-study bench runs`: whole `train` processes sharing one machine, P at a time, as a sweep runs them;
 and K separate processes against one cell of K runs in one process.
 
     resnet-study bench runs --device cuda --processes 1,2,4,8       # runs per GPU: the packing `sweep local` uses
     resnet-study bench runs --device cpu --processes 3 --sequential  # do 3 runs at once beat 3 in a row?
-    resnet-study bench cells --device cpu --runs 1,2,4,8            # K processes vs `train --seeds 0..K-1`
+    resnet-study bench runs --device cpu --processes 1,2,4,8 --cells  # P processes vs `train --seeds 0..P-1`
 
 For each P: P identical `resnet-study train` processes (seeds 0..P-1, one results dir) start together; the figure is
 the wall time until the last ends, and the aggregate training throughput: the sum over processes of their
@@ -12,7 +12,7 @@ steady-state img/s (the median over epochs after the first, whose time holds cuD
 With `share_cores` (the default, as `sweep local` does) each of the P processes gets OMP_NUM_THREADS = cores / P;
 without it each takes its own default, as P plain `train` commands started by hand would.
 
-`bench cells` runs, for each K, the K processes at once as above and then one `train --seeds 0..K-1` process (the
+`--cells` runs, for each K, the K processes at once as above and then one `train --seeds 0..K-1` process (the
 same K runs as a cell, with all the cores): img/s in all and per run, wall time, and peak memory (the sum of the
 processes' peak RSS; the cell's own peak RSS), from the kernel's rusage of each process.
 """

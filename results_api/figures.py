@@ -142,16 +142,25 @@ def _seconds_axis(ax, seconds) -> bool:
     return True
 
 
+def _panels(points: list[dict]):
+    """The figure of per-epoch curve points, a panel per data set: (figure, [(axes, data set, its lines, its
+    variants in table order)])."""
+    datasets = sorted({p["dataset"] for p in points})
+    fig, axes = _new(len(datasets), width=7.4)
+    panels = []
+    for ax, ds in zip(axes, datasets):
+        lines = _lines([p for p in points if p["dataset"] == ds])
+        panels.append((ax, ds, lines, sorted({k[0] for k in lines}, key=queries.variant_order)))
+    return fig, panels
+
+
 def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figure:
     points = [p for p in queries.curves(db, dataset, epochs) if keep(p["variant"])]
     if not points:
         return _empty(title, "no runs with epochs yet")
-    datasets = sorted({p["dataset"] for p in points})
     runs = _Counts(db, dataset)
-    fig, axes = _new(len(datasets), width=7.4)
-    for ax, ds in zip(axes, datasets):
-        lines = _lines([p for p in points if p["dataset"] == ds])
-        variants = sorted({k[0] for k in lines}, key=queries.variant_order)
+    fig, panels = _panels(points)
+    for ax, ds, lines, variants in panels:
         colours = _colours(k[1] for k in lines)
         shown = []
         for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),
@@ -254,12 +263,9 @@ def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
     points = queries.curves(db, dataset, epochs, every_budget=True)
     if not points:
         return _empty(title, "no runs with epochs yet")
-    datasets = sorted({p["dataset"] for p in points})
     runs = _Counts(db, dataset)
-    fig, axes = _new(len(datasets), width=7.4)
-    for ax, ds in zip(axes, datasets):
-        lines = _lines([p for p in points if p["dataset"] == ds])
-        variants = sorted({k[0] for k in lines}, key=queries.variant_order)
+    fig, panels = _panels(points)
+    for ax, ds, lines, variants in panels:
         colours = _colours((k[1], k[2]) for k in lines)
         shown, seconds = [], []
         for (variant, layers, budget), line in sorted(lines.items(), key=lambda kv: (variants.index(kv[0][0]),

@@ -36,6 +36,7 @@ from . import EXIT_SIGINT, EXIT_SIGTERM, RetryLater, StudyError, Stopped, data, 
 from .config import ExperimentConfig, RunOptions, same_cell
 from .lease import Lease, RunBusy
 from .records import RunRecord
+from .storage import Storage
 from .train import LeaseLost, Progress, Run, Setting, resolve_device, resolve_precision, synchronize
 
 
@@ -44,7 +45,7 @@ def train_cell(cfgs: list[ExperimentConfig], opts: RunOptions, log=print) -> lis
     that are completed now, in the order of `cfgs`. Raises RunBusy (exit 3) when `--if-running exit` left every
     run that was not completed to other processes, and Stopped on SIGTERM / SIGINT."""
     _check_cell(cfgs)
-    results_dir = Path(opts.results_dir or store.default_results_dir())
+    results_dir = store.results_location(opts.results_dir)
     records: dict[str, RunRecord] = {}
     todo = []
     for cfg in cfgs:
@@ -67,7 +68,7 @@ def _check_cell(cfgs: list[ExperimentConfig]) -> None:
         raise StudyError(f"seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice; list each seed once")
 
 
-def _completed(results_dir: Path, cfg: ExperimentConfig, log) -> RunRecord | None:
+def _completed(results_dir: Storage, cfg: ExperimentConfig, log) -> RunRecord | None:
     previous = store.read_shard(results_dir, cfg.run_id)
     if previous and previous.run.status == "completed":
         log(f"{cfg.run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
@@ -76,7 +77,7 @@ def _completed(results_dir: Path, cfg: ExperimentConfig, log) -> RunRecord | Non
     return None
 
 
-def _train_todo(todo: list[ExperimentConfig], results_dir: Path, opts: RunOptions, log) -> dict[str, RunRecord]:
+def _train_todo(todo: list[ExperimentConfig], results_dir: Storage, opts: RunOptions, log) -> dict[str, RunRecord]:
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
     device = resolve_device(opts.device)

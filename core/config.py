@@ -173,6 +173,8 @@ class RunOptions(BaseModel):
     download: bool = Field(False, description="Allow a torchvision download into --data-dir.")
     progress: ProgressMode = Field("auto", description="auto (bar on a terminal, JSON lines otherwise), bar or "
                                                        "json.")
-    data_dir: Optional[Path] = Field(None, description="Data sets in torchvision's layouts: cifar-10-batches-py/, "
-                                                       "FashionMNIST/raw/.")
-    results_dir: Optional[Path] = Field(None, description="Results store directory (shards + results.duckdb).")
+    data_dir: Optional[str] = Field(None, description="Data sets in torchvision's layouts (cifar-10-batches-py/, "
+                                                      "FashionMNIST/raw/): a folder, or s3://bucket/prefix filled by "
+                                                      "`resnet-study data push`.")
+    results_dir: Optional[str] = Field(None, description="Results store: a folder, or s3://bucket/prefix (shards, "
+                                                         "checkpoints, snapshots).")

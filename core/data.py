@@ -10,11 +10,17 @@ Where data comes from, in order:
 2. Fashion-MNIST only: Debian's package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist);
 3. a torchvision download into the data dir, only with `--download` (off by default: a batch job should fail
    loudly rather than fetch 170 MB from the internet on every pod; fetch once, then mount the directory).
+
+`--data-dir s3://bucket/prefix` is the same layout in a bucket, put there by `resnet-study data push` with a
+manifest (DATASET.manifest.json: each file's SHA-256 and the data fingerprint runs record). A run fetches the files
+once into this machine's cache (core.storage.local_cache) and checks each against the manifest, so a pod needs no
+data volume and a half-fetched or changed file is never trained on.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import struct
@@ -27,6 +33,8 @@ import torch.nn.functional as F
 
 from . import RetryLater, StudyError
 from . import augment as aug
+from .runtime import data_fingerprint, file_digest
+from .storage import local_cache, open_storage
 from .vocab import CLASS_NAMES, DATASETS, check_choice
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -187,18 +195,18 @@ def _download(name: str, data_dir: Path) -> None:
 LOADERS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
 
 
-def data_files(name: str, data_dir: Path | None = None) -> list[Path]:
+def data_files(name: str, data_dir: Path | str | None = None) -> list[Path]:
     """The files `load(name, data_dir)` reads: what a run's data fingerprint is computed over."""
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir = local_data_dir(name, data_dir)
     if name == "fashion-mnist":
         return fashion_mnist_files(data_dir)
     root = data_dir / "cifar-10-batches-py"
     return [root / f for f in CIFAR10_FILES + ["batches.meta"] if (root / f).is_file()]
 
 
-def load(name: str, data_dir: Path | None = None, download: bool = False) -> tuple[Split, Split, list[str]]:
+def load(name: str, data_dir: Path | str | None = None, download: bool = False) -> tuple[Split, Split, list[str]]:
     check_choice("--dataset", "dataset", name, DATASETS)
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir = local_data_dir(name, data_dir)
     try:
         return LOADERS[name](data_dir)
     except StudyError:
@@ -206,6 +214,64 @@ def load(name: str, data_dir: Path | None = None, download: bool = False) -> tup
             raise
     _download(name, data_dir)
     return LOADERS[name](data_dir)
+
+
+# ---------------------------------------------------------------- data sets in a bucket
+
+
+def _layout_name(name: str, path: Path) -> str:
+    """Where a data file lives under a data dir (torchvision's layouts), whatever folder it was read from."""
+    return f"{'FashionMNIST/raw' if name == 'fashion-mnist' else 'cifar-10-batches-py'}/{path.name}"
+
+
+def manifest_name(name: str) -> str:
+    return f"{name}.manifest.json"
+
+
+def push(name: str, data_dir: Path | str | None, dest: str) -> dict:
+    """Upload the data set `load(name, data_dir)` reads to the bucket prefix `dest`, each file one PUT, then its
+    manifest (last, so a reader never sees a manifest whose files are not all there)."""
+    check_choice("--dataset", "dataset", name, DATASETS)
+    storage = open_storage(dest)
+    if storage.is_local:
+        raise StudyError(f"data push: the destination is an s3://bucket/prefix URL (got {dest!r}); for a local "
+                         f"folder copy the files")
+    files = data_files(name, data_dir)
+    manifest = {"dataset": name, "fingerprint": data_fingerprint(files),
+                "files": {_layout_name(name, f): file_digest(f) for f in files}}
+    storage.check_writable()
+    for f in files:
+        storage.upload(_layout_name(name, f), f)
+    storage.write(manifest_name(name), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def local_data_dir(name: str, data_dir: Path | str | None) -> Path:
+    """The local folder a data set is read from: --data-dir itself, or for s3:// this machine's copy of it, fetched
+    once and verified file by file against the bucket's manifest."""
+    if not data_dir:
+        return default_data_dir()
+    storage = open_storage(data_dir)
+    if storage.is_local:
+        return Path(data_dir)
+    found = storage.read(manifest_name(name))
+    if found is None:
+        raise RetryLater(f"{name} is not in {storage} (no {manifest_name(name)}); upload it with `resnet-study data "
+                         f"push {name} {storage}`")
+    manifest = json.loads(found)
+    cache = local_cache(storage, "data")
+    for rel, sha256 in manifest["files"].items():
+        path = cache / rel
+        if path.is_file() and file_digest(path) == sha256:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not storage.download(rel, path):
+            raise RetryLater(f"{storage}/{rel} is missing though {manifest_name(name)} lists it; push the data set again")
+        if (got := file_digest(path)) != sha256:
+            path.unlink()
+            raise StudyError(f"{storage}/{rel} has SHA-256 {got[:12]}..., its manifest says {sha256[:12]}...; push "
+                             f"the data set again (`resnet-study data push {name} {storage}`)")
+    return cache
 
 
 def stratified_split(labels: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

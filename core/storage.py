@@ -44,6 +44,7 @@ scheme other than s3://) is a core.StudyError of one line naming what to fix.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -143,7 +144,7 @@ def open_storage(where: "str | Path | Storage") -> Storage:
         return LocalStorage(Path(where))
     scheme, slashes, rest = m.group(1).lower(), m.group(2), m.group(3)
     if scheme != "s3":
-        raise StudyError(f"unsupported storage {text!r}: the results dir is a local path or s3://bucket/prefix")
+        raise StudyError(f"unsupported storage {text!r}: use a local path or s3://bucket/prefix (GCS, MinIO and Ceph through their S3 API)")
     if slashes != "//" and not (isinstance(where, Path) and slashes == "/"):
         raise StudyError(f"malformed S3 URL {text!r}: write s3://bucket/prefix")
     bucket, _, prefix = rest.partition("/")
@@ -152,6 +153,16 @@ def open_storage(where: "str | Path | Storage") -> Storage:
         raise StudyError(f"malformed S3 URL {text!r}: write s3://bucket/prefix (bucket: 3-63 lower-case letters, "
                          f"digits, '.' or '-')")
     return S3Storage(bucket, prefix)
+
+
+def local_cache(storage: "S3Storage", kind: str) -> Path:
+    """This machine's folder for what it keeps of a bucket (kind "s3": downloaded snapshots and `sweep local` logs;
+    "data": fetched data sets): $RESNET_STUDY_CACHE, else ~/.cache/resnet-study, then one folder per endpoint,
+    bucket and prefix."""
+    base = os.environ.get("RESNET_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "resnet-study"
+    endpoint = hashlib.sha256(s3_client().meta.endpoint_url.encode()).hexdigest()[:12]
+    return Path(base) / kind / endpoint / storage.bucket / (storage.prefix or "_")
 
 
 def is_remote(where: "str | Path | Storage") -> bool:

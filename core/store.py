@@ -54,7 +54,6 @@ Errors are fractions in [0, 1]; times are seconds; timestamps UTC.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -71,7 +70,7 @@ import duckdb
 from . import StudyError
 from .lease import Lease
 from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard, upgrade_run_row
-from .storage import LocalStorage, Storage, Version, atomic_write, open_storage, s3_client
+from .storage import LocalStorage, Storage, Version, atomic_write, local_cache, open_storage
 
 DB_NAME = "results.duckdb"
 RUNS_DIR = "runs"
@@ -90,11 +89,30 @@ GENERATION = re.compile(r"^results-(\d+)\.duckdb$")
 # Written so that the DuckDB CLI from PyPI (duckdb-cli 1.5.6) can open the file: duckdb 2.x's default format cannot.
 DUCKDB_CONFIG = {"storage_compatibility_version": "v1.5.0"}
 
-atomic_write_bytes = atomic_write  # for files beside the store (sweep plans), on a disk
+def default_results_dir() -> str:
+    """--results-dir when it is not given: $RESNET_STUDY_RESULTS (a folder or s3://bucket/prefix), else ./results."""
+    return os.environ.get("RESNET_STUDY_RESULTS") or "results"
 
 
-def default_results_dir() -> Path:
-    return Path(os.environ.get("RESNET_STUDY_RESULTS") or "results")
+def results_location(where: "Path | str | Storage | None" = None) -> Storage:
+    """The results store a command names (--results-dir / $RESNET_STUDY_RESULTS): a folder or s3://bucket/prefix."""
+    return open_storage(where if where not in (None, "") else default_results_dir())
+
+
+def require_results(where: "Path | str | Storage | None") -> Storage:
+    """The results store of a command that reads one: a folder that exists, or a bucket prefix (its bucket is
+    checked by the first request, with a one-line error)."""
+    storage = results_location(where)
+    if storage.is_local and not storage.root.is_dir():
+        raise StudyError(f"no results dir at {storage}; run `resnet-study train` first or pass --results-dir")
+    return storage
+
+
+def can_sync(storage: Storage) -> bool:
+    """Whether this process may publish a snapshot here: a folder it can write, or a bucket (whose credentials say)."""
+    return not storage.is_local or os.access(storage.root, os.W_OK)
+
+
 
 
 def db_path(results_dir: Path) -> Path:
@@ -218,10 +236,7 @@ def collect_generations(storage: Storage, current: int, gens: dict[int, Version]
 
 def snapshot_cache(storage: Storage) -> Path:
     """Where readers of a bucket keep the generations they downloaded: one folder per endpoint, bucket and prefix."""
-    base = os.environ.get("RESNET_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
-        / "resnet-study"
-    endpoint = hashlib.sha256(s3_client().meta.endpoint_url.encode()).hexdigest()[:12]
-    return Path(base) / "s3" / endpoint / storage.bucket / (storage.prefix or "_")
+    return local_cache(storage, "s3")
 
 
 def _cached_name(located: Located) -> str:
@@ -312,6 +327,15 @@ def _publish(storage: Storage, work: Path, current: Located | None,
     else:
         _keep_in_cache(storage, work, Located(g, "", (g, _ns(published_at))))
     return g, version
+
+
+def publish_snapshot(results_dir: "Path | str | Storage", db: Path) -> int:
+    """Publish a DuckDB file built elsewhere (a benchmark's synthetic store) as the next generation; its number."""
+    storage = open_storage(results_dir)
+    done = _publish(storage, db, locate(storage), list_generations(storage))
+    if done is None:
+        raise StudyError(f"another process published a snapshot in {storage} at the same moment; run it again")
+    return done[0]
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -500,11 +524,9 @@ def has_snapshot(results_dir: "Path | str | Storage") -> bool:
 def connect_read(results_dir: "Path | str | Storage") -> duckdb.DuckDBPyConnection:
     """A read-only connection to the newest snapshot. A writable results dir with shards but no snapshot yet is
     synced first. Never blocks a writer: writers never touch a published generation."""
-    storage = open_storage(results_dir)
-    if storage.is_local and not storage.root.is_dir():
-        raise StudyError(f"no results dir at {storage}; run `resnet-study train` first or pass --results-dir")
+    storage = require_results(results_dir)
     located = locate(storage)
-    if located is None and (not storage.is_local or os.access(storage.root, os.W_OK)):
+    if located is None and can_sync(storage):
         sync(storage)
         located = locate(storage)
     return open_snapshot(storage, located).con

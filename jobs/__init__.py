@@ -7,6 +7,7 @@ imports it.
     results_cli.py  results query|sync|table|compare, serve, report
     sweep.py        sweep specs -> cells (all seeds of one experiment each); the Kubernetes manifest; cell state
     sweep_cli.py    sweep list|run|local|plan|status|render
+    data_cli.py     data push|fetch: a data set in a bucket, for pods with no data volume
     plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared
     bench_cli.py    bench train|runs|stop|api
     bench.py        `bench train`'s harness: model-only, this loop, the classic peer

@@ -21,7 +21,7 @@ from typing import Optional
 
 import typer
 
-from ..core import StudyError
+from ..core import StudyError, store
 from ..core.vocab import SHORTCUTS
 from ..results_api.bench import bench_api as run_bench_api
 from .options import DataDir, Device, Precision, check_option
@@ -56,7 +56,7 @@ def bench_train(
     rounds: int = typer.Option(5, help="Rounds; pipelines interleave within a round; the median is reported."),
     workers: int = typer.Option(2, help="DataLoader worker processes of the classic pipeline (c)."),
     eval_images: int = typer.Option(5000, help="Test images for the evaluation throughput."),
-    threads: Optional[int] = typer.Option(None, help="torch.set_num_threads [default: torch's, one per core]."),
+    threads: Optional[int] = typer.Option(None, help="torch.set_num_threads (default: torch's, one per core)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model of (a) and (b)."),
     compile_mode: str = typer.Option("default", help="torch.compile mode with --compile: default, reduce-overhead "
                                                      "(CUDA graphs) or max-autotune."),
@@ -65,7 +65,7 @@ def bench_train(
     seed: int = typer.Option(0, help="Initial weights and data order."),
     as_json: bool = AsJson,
     save: Optional[Path] = Save,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Optional[str] = DataDir,
 ):
     """Measure training img/s side by side: (a) model-only, (b) this project's loop, (c) the classic peer."""
     check_option("--shortcut", shortcut, SHORTCUTS)
@@ -100,11 +100,11 @@ def bench_runs(
     n: int = typer.Option(3, help="Blocks per stack of every run."),
     dataset: str = typer.Option("fashion-mnist", help="cifar10 or fashion-mnist."),
     epochs: int = typer.Option(3, help="Epochs per run (the first is left out of the throughput)."),
-    train_limit: Optional[int] = typer.Option(None, help="Training images per run [default: all]."),
-    test_limit: Optional[int] = typer.Option(None, help="Test images per run [default: all]."),
+    train_limit: Optional[int] = typer.Option(None, help="Training images per run (default: all)."),
+    test_limit: Optional[int] = typer.Option(None, help="Test images per run (default: all)."),
     as_json: bool = AsJson,
     save: Optional[Path] = Save,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Optional[str] = DataDir,
 ):
     """Time P whole `train` processes at once (and, with --sequential, one after another; with --cells, against one
     cell of P runs): aggregate img/s and wall time per P. How many runs to pack on a GPU; whether concurrent runs
@@ -133,7 +133,7 @@ def bench_stop(
     repeats: int = typer.Option(3, min=1, help="Times to start, signal and time the cell."),
     as_json: bool = AsJson,
     save: Optional[Path] = Save,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Optional[str] = DataDir,
 ):
     """Time a cell from SIGTERM to its exit, mid-epoch: the step it finishes plus every run's checkpoint and shard.
     The Kubernetes grace period (terminationGracePeriodSeconds) must cover it."""
@@ -168,8 +168,12 @@ def bench_api(
     epochs: int = typer.Option(100, help="Epochs per synthetic run."),
     requests: int = typer.Option(50, help="Timed requests per route (after one untimed-cache cold request)."),
     keep: Optional[Path] = typer.Option(None, help="Build the synthetic store here and keep it."),
+    results_dir: Optional[str] = typer.Option(None, "--results-dir", help="s3://bucket/prefix: publish the store "
+                                              "there and serve it from the bucket (default: a local folder)."),
 ):
     """Build a SYNTHETIC store (runs x epochs rows, not trained), serve it, print p50/p95 latency per route."""
     if not (1 <= runs <= 1_000_000 and 1 <= epochs <= 10_000 and 1 <= requests <= 10_000):
         raise StudyError("--runs 1..1000000, --epochs 1..10000, --requests 1..10000")
-    run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep)
+    if results_dir is not None and store.results_location(results_dir).is_local:
+        raise StudyError(f"--results-dir: give s3://bucket/prefix (got {results_dir!r}); a local store is --keep")
+    run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep, bucket=results_dir)

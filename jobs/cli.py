@@ -20,7 +20,7 @@ import typer
 
 from ..core import StudyError, Stopped, runtime
 from ..core.vocab import SHORTCUTS, check_choice, layers
-from . import bench_cli, results_cli, sweep_cli
+from . import bench_cli, data_cli, results_cli, sweep_cli
 from .options import experiment_parameters, experiments_from, run_option_parameters, run_options_from, \
     with_parameters
 
@@ -80,6 +80,7 @@ app.command("serve")(results_cli.serve)
 app.command("report")(results_cli.report)
 app.add_typer(sweep_cli.app, name="sweep")
 app.add_typer(bench_cli.app, name="bench")
+app.add_typer(data_cli.app, name="data")
 
 
 def main() -> None:

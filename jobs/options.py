@@ -22,13 +22,14 @@ from pydantic import BaseModel, ValidationError
 
 from ..core import StudyError
 from ..core.config import ExperimentConfig, RunOptions, parse_seeds
-from ..core.store import default_results_dir
+from ..core.store import results_location
+from ..core.storage import Storage
 from ..core.vocab import DEVICES, PRECISIONS, check_choice
 
 ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
-                          help="Results store directory (shards + results.duckdb).")
+                          help=RunOptions.model_fields["results_dir"].description)
 DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
-                       help="Data sets in torchvision's layouts: cifar-10-batches-py/, FashionMNIST/raw/.")
+                       help=RunOptions.model_fields["data_dir"].description)
 Device = typer.Option("auto", help=f"{', '.join(DEVICES)}.")
 Precision = typer.Option("auto", help=f"{', '.join(PRECISIONS)}: auto is bf16 autocast on CUDA and on CPUs with "
                                       "Intel AMX, else fp32. Like --device, not part of the run id.")
@@ -37,16 +38,16 @@ Download = typer.Option(False, "--download", help="Allow a torchvision download 
 Progress = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json.")
 Format = typer.Option("table", "--format", help="table, csv or json.")
 Threads = typer.Option(None, min=1, show_default="the CPUs this process may use",
-                       help="Intra-op CPU threads [default: OMP_NUM_THREADS, else the smallest of the affinity mask, "
-                            "the cgroup CPU quota and the Kubernetes CPU request]. Recorded per run.")
+                       help="Intra-op CPU threads (default: OMP_NUM_THREADS, else the smallest of the affinity mask, "
+                            "the cgroup CPU quota and the Kubernetes CPU request). Recorded per run.")
 IfRunning = typer.Option("wait", help="When another process already trains this run: wait for it (then resume or "
                                       "report it completed), or exit (code 3).")
 StrictResume = typer.Option(False, "--strict-resume", help="Refuse (exit 2) to resume a checkpoint made by other "
                                                            "code or on other data; without it the change is logged "
                                                            "and recorded per epoch.")
 TokenFile = typer.Option(None, "--token-file", envvar="RESNET_STUDY_API_TOKEN_FILE", show_default=False,
-                         help="File holding the service's bearer token (a mounted Kubernetes Secret) [default: "
-                              "$RESNET_STUDY_API_TOKEN_FILE, else the token in $RESNET_STUDY_API_TOKEN].")
+                         help="File holding the service's bearer token (a mounted Kubernetes Secret) (default: "
+                              "$RESNET_STUDY_API_TOKEN_FILE, else the token in $RESNET_STUDY_API_TOKEN).")
 ApiUrl = typer.Option(None, "--url", show_default=False,
                       help="Ask a running `resnet-study serve` at this address (e.g. http://localhost:8000) instead "
                            "of opening a store; its token: $RESNET_STUDY_API_TOKEN or --token-file.")
@@ -165,7 +166,7 @@ def run_options_from(values: dict, **fixed) -> RunOptions:
         opts = RunOptions(**fields)
     except ValidationError as e:
         raise StudyError(validation_error_line(e, RunOptions)) from None
-    return opts.model_copy(update={"results_dir": results_dir_or_default(opts.results_dir)})
+    return opts.model_copy(update={"results_dir": str(results_dir_or_default(opts.results_dir))})
 
 
 def run_options_argv(opts: RunOptions, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -182,8 +183,10 @@ def run_options_argv(opts: RunOptions, exclude: tuple[str, ...] = ()) -> list[st
     return argv
 
 
-def results_dir_or_default(results_dir: Optional[Path]) -> Path:
-    return Path(results_dir) if results_dir else default_results_dir()
+def results_dir_or_default(results_dir: Optional[str]) -> Storage:
+    """The results store an option names (a folder or s3://bucket/prefix), else $RESNET_STUDY_RESULTS, else ./results;
+    a malformed or unsupported URL is a one-line error here, before anything is written."""
+    return results_location(results_dir)
 
 
 def check_option(option: str, value: Optional[str], choices: tuple[str, ...]) -> None:

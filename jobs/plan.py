@@ -25,7 +25,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core import runtime, store
+from ..core import StudyError, runtime, store
+from ..core.storage import Storage
 from ..core.config import ExperimentConfig
 from ..core.vocab import TRAIN_IMAGES
 from .sweep import Sweep
@@ -63,7 +64,7 @@ class CellPlan:
 def measured_rates(results_dir: Path, device_name: str | None, precision: str) -> dict[int, list[tuple[int, float]]]:
     """layers -> [(cell size, device img/s)] of each completed run on `device_name` (None: any GPU) in
     `precision`."""
-    if not store.db_path(results_dir).exists():
+    if not store.has_snapshot(results_dir):
         return {}
     con = store.connect_read(results_dir)
     try:
@@ -144,20 +145,22 @@ def _wall(seconds: list[float], parallel: int) -> float:
     return max(slots)
 
 
-def save(plan_: dict, results_dir: Path) -> Path | None:
-    folder = Path(results_dir) / PLAN_DIR
+def save(plan_: dict, results_dir: "Path | str | Storage") -> str | None:
+    """Keep the plan beside the results (a folder or the bucket) for `sweep status`; where it was kept, or None
+    where the results cannot be written (a plan is worth having, not worth failing for)."""
+    storage = store.results_location(results_dir)
+    name = f"{PLAN_DIR}/{plan_['spec']}.json"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{plan_['spec']}.json"
-        store.atomic_write_bytes(path, json.dumps(plan_, indent=1).encode())
-        return path
-    except OSError:
+        storage.write(name, json.dumps(plan_, indent=1).encode())
+    except (OSError, StudyError):
         return None
+    return f"{storage}/{name}"
 
 
-def load_saved(results_dir: Path, name: str) -> dict | None:
+def load_saved(results_dir: "Path | str | Storage", name: str) -> dict | None:
     try:
-        return json.loads((Path(results_dir) / PLAN_DIR / f"{name}.json").read_text())
+        found = store.results_location(results_dir).read(f"{PLAN_DIR}/{name}.json")
+        return json.loads(found) if found is not None else None
     except (OSError, ValueError):
         return None
 

@@ -12,7 +12,6 @@ comparison table, the read-only service and the static report, from the command 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,23 +25,23 @@ from ..results_api.client import Remote
 from ..results_api.models import METRICS, CompareRow, ComparisonTable
 from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows, \
     results_dir_or_default
+from ..core.storage import Storage
 
 results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
                           no_args_is_help=True)
 
 
-def _existing_results_dir(results_dir: Optional[Path]) -> Path:
-    """The results dir, synced with the shards written since the last snapshot when it is writable."""
-    rdir = results_dir_or_default(results_dir)
-    if not rdir.is_dir():
-        raise StudyError(f"no results dir at {rdir}; run `resnet-study train` first or pass --results-dir")
-    if os.access(rdir, os.W_OK):
+def _existing_results_dir(results_dir: Optional[str]) -> Storage:
+    """The results store (a folder or a bucket), synced with the shards written since the last snapshot when this
+    process may write there."""
+    rdir = store.require_results(results_dir)
+    if store.can_sync(rdir):
         store.sync(rdir)
     return rdir
 
 
 def _source(ctx: typer.Context, url: Optional[str], token_file: Optional[Path],
-            results_dir: Optional[Path]) -> Remote | queries.Store:
+            results_dir: Optional[str]) -> Remote | queries.Store:
     """The running service at --url, else the local store."""
     if url is None:
         return queries.Store(_existing_results_dir(results_dir))
@@ -67,16 +66,13 @@ def _comparisons(source: Remote | queries.Store, dataset, metric: str) -> list[C
 def results_query(
     sql: str = typer.Argument(..., help="SQL over the tables runs, epochs, confusion."),
     fmt: str = Format,
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
 ):
     """Run read-only SQL over the results store, e.g. "SELECT run_id, test_error FROM runs"."""
     import duckdb
 
     check_option("--format", fmt, FORMATS)
-    rdir = results_dir_or_default(results_dir)
-    if rdir.is_dir() and os.access(rdir, os.W_OK):
-        store.sync(rdir)
-    con = store.connect_read(rdir)
+    con = store.connect_read(_existing_results_dir(results_dir))
     try:
         cur = con.execute(sql)
     except duckdb.Error as e:
@@ -86,12 +82,12 @@ def results_query(
 
 
 @results_app.command("sync")
-def results_sync(results_dir: Optional[Path] = ResultsDir):
+def results_sync(results_dir: Optional[str] = ResultsDir):
     """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
     rdir = results_dir_or_default(results_dir)
     store.ensure_writable(rdir)
     done = store.sync(rdir)
-    print(f"{store.db_path(rdir)}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
+    print(f"{rdir}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
 
 
 def print_wide(header: list[str], rows: list[list[str]], title: str, label_columns: int = 3) -> None:
@@ -110,11 +106,11 @@ def print_wide(header: list[str], rows: list[list[str]], title: str, label_colum
 @results_app.command("table")
 def results_table(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
-    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(METRICS)} [default: both]."),
+    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist (default: both)."),
+    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(METRICS)} (default: both)."),
     all_columns: bool = typer.Option(False, "--all", help="Every published column too, not only measured ones."),
     fmt: str = typer.Option("table", "--format", help="table, csv (one line per cell) or markdown."),
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
     url: Optional[str] = ApiUrl,
     token_file: Optional[Path] = TokenFile,
 ):
@@ -135,10 +131,10 @@ def results_table(
 @results_app.command("compare")
 def results_compare(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist [default: both]."),
+    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist (default: both)."),
     metric: str = typer.Option("test_error_pct", help=f"{' or '.join(METRICS)}."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
     url: Optional[str] = ApiUrl,
     token_file: Optional[Path] = TokenFile,
 ):
@@ -161,7 +157,7 @@ def results_compare(
 
 
 def serve(
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 inside a container; any address "
                                                "other machines reach needs a token or --insecure-no-auth)."),
     port: int = typer.Option(8000, help="TCP port."),
@@ -175,12 +171,12 @@ def serve(
     a browser opens /?token=TOKEN once (a cookie keeps it)."""
     from ..results_api.app import serve as serve_app
 
-    serve_app(results_dir_or_default(results_dir), host, port, token_file, insecure_no_auth)
+    serve_app(store.require_results(results_dir), host, port, token_file, insecure_no_auth)
 
 
 def report(
     out: Path = typer.Option(..., "--out", help="Directory for index.html, README.md, figures/, CSV files."),
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
     max_confusion: int = typer.Option(24, help="Confusion matrices for at most this many (latest) runs."),
 ):
     """Write the whole study as a static report: table, curves, confusion matrices, the paper, every config."""
@@ -188,5 +184,5 @@ def report(
 
     if max_confusion < 0:
         raise StudyError(f"--max-confusion: use 0 or more (got {max_confusion})")
-    written = write_report(results_dir_or_default(results_dir), out, max_confusion=max_confusion)
+    written = write_report(store.results_location(results_dir), out, max_confusion=max_confusion)
     print(f"report written: {written / 'index.html'} and {written / 'README.md'}")

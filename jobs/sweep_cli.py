@@ -26,6 +26,7 @@ from typing import Optional
 import typer
 
 from ..core import StudyError, runtime, store
+from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
 from . import sweep as sw
 from .options import Format, ResultsDir, print_rows, results_dir_or_default, run_option_parameters, \
@@ -57,8 +58,8 @@ def sweep_list(spec: str = Spec, fmt: str = Format):
 
 
 def sweep_run(spec: str = Spec,
-              index: Optional[int] = typer.Option(None, help="Cell index [default: $JOB_COMPLETION_INDEX, set by an "
-                                                             "Indexed Kubernetes Job]."),
+              index: Optional[int] = typer.Option(None, help="Cell index (default: $JOB_COMPLETION_INDEX, set by an "
+                                                             "Indexed Kubernetes Job)."),
               **values):
     """Train one cell in this process: all its seeds, each resumed from its checkpoint or reported completed."""
     opts = run_options_from(values)
@@ -104,10 +105,10 @@ def sweep_local(spec: str = Spec,
     RESULTS/sweep-logs/."""
     opts = run_options_from(values, progress="json")
     sweep = sw.load(spec)
-    rdir = opts.results_dir
+    rdir = store.results_location(opts.results_dir)
     store.ensure_writable(rdir)
     parallel = parallel or sw.default_parallel(opts.device, len(sweep.spec.seed_list))
-    logs = rdir / LOG_DIR / sweep.name
+    logs = log_folder(rdir, sweep.name)
     logs.mkdir(parents=True, exist_ok=True)
     todo, outcome = [], {}
     for cell, state, _ in sw.states(sweep, rdir):
@@ -128,6 +129,10 @@ def sweep_local(spec: str = Spec,
         _schedule(sweep, todo, parallel, base, logs, outcome, stop)
     finally:
         stop.restore()
+        if not rdir.is_local:  # the logs go beside the results, each one PUT
+            for i in outcome:
+                if (logs / f"{i}.log").is_file():
+                    rdir.upload(f"{LOG_DIR}/{sweep.name}/{i}.log", logs / f"{i}.log")
     _print_states(sweep, rdir, outcome)
     if stop.requested:
         raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
@@ -136,6 +141,13 @@ def sweep_local(spec: str = Spec,
 
 
 app.command("local")(with_parameters(sweep_local, run_option_parameters(exclude=("progress",))))
+
+
+def log_folder(rdir: Storage, sweep_name: str) -> Path:
+    """Where `sweep local` writes each cell's log: RESULTS/sweep-logs/SWEEP/ on a disk; for a bucket this machine's
+    cache (core.storage.local_cache), copied to the bucket's sweep-logs/SWEEP/ when the cells end."""
+    base = rdir.root if rdir.is_local else local_cache(rdir, "s3")
+    return base / LOG_DIR / sweep_name
 
 
 def threads_per_cell(opts, parallel: int, cells: int) -> int:
@@ -196,10 +208,10 @@ def sweep_plan(
     device: str = typer.Option("auto", help="cpu, cuda or auto: the device the sweep will train on. cuda on a "
                                             "machine without one plans from any GPU's measured runs."),
     parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1,
-                                           help="Cells at a time [default: the spec's parallelism]."),
+                                           help="Cells at a time (default: the spec's parallelism)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Benchmark depths with no measured run here."),
     fmt: str = Format,
-    results_dir: Optional[Path] = ResultsDir,
+    results_dir: Optional[str] = ResultsDir,
 ):
     """Expected training time per cell (all its seeds, in one process) and in all (device-hours, wall-clock at the
     parallelism), from measured runs in the store, else a short benchmark here, else "unknown". Saved for `sweep
@@ -226,7 +238,7 @@ def sweep_plan(
 
 
 @app.command("status")
-def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path] = ResultsDir):
+def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str] = ResultsDir):
     """Each cell's state (completed, running, partial, interrupted (resumable), failed or missing) and each of its
     runs': epochs done, test error, why it failed or stopped, and its planned and actual training time when
     `sweep plan` was run."""
@@ -271,7 +283,7 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[Path
 def sweep_render(
     spec: str = Spec,
     image: str = typer.Option(sw.IMAGE, help="Container image (or retag with kustomize `images:`)."),
-    parallelism: Optional[int] = typer.Option(None, min=1, help="Pods (cells) at a time [default: the spec's]."),
+    parallelism: Optional[int] = typer.Option(None, min=1, help="Pods (cells) at a time (default: the spec's)."),
     gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod: the cell's seeds share it (0: CPU only)."),
     cpu: str = typer.Option("4", help="CPU request per pod."),
     memory: Optional[str] = typer.Option(None, show_default="2Gi + 1Gi per seed",
@@ -283,10 +295,22 @@ def sweep_render(
                                                                     "few as this many pods at a time (partial "
                                                                     "admission), e.g. on fewer free GPUs."),
     priority_class: Optional[str] = typer.Option(None, help="PriorityClass of the pods (priorityClassName)."),
+    results_dir: Optional[str] = typer.Option(None, "--results-dir", show_default="the PVC resnet-study-results",
+                                              help="s3://bucket/prefix: results in a bucket, no results volume; "
+                                                   "adds the results service over the bucket."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", show_default="the PVC resnet-study-data",
+                                           help="s3://bucket/prefix filled by `resnet-study data push`: no data "
+                                                "volume."),
+    s3_secret: str = typer.Option(sw.S3_SECRET, help="Secret holding the bucket's AWS_* variables (with "
+                                                     "--results-dir / --data-dir s3://)."),
 ):
-    """Print the Kubernetes manifest for the spec: PVCs, the spec as a ConfigMap, an Indexed Job with one index
-    (one pod) per cell."""
-    for option, value in (("--queue", queue), ("--priority-class", priority_class)):
+    """Print the Kubernetes manifest for the spec: PVCs (or buckets), the spec as a ConfigMap, an Indexed Job with
+    one index (one pod) per cell."""
+    for option, url in (("--results-dir", results_dir), ("--data-dir", data_dir)):
+        if url is not None and open_storage(url).is_local:
+            raise StudyError(f"{option}: a cluster's pods share a bucket, not this machine's {url!r}; give "
+                             f"s3://bucket/prefix, or leave it out for the volume")
+    for option, value in (("--queue", queue), ("--priority-class", priority_class), ("--s3-secret", s3_secret)):
         if value is not None and not re.fullmatch(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?", value):
             raise StudyError(f"{option}: {value!r} is not a Kubernetes name (lower-case letters, digits, '-', '.')")
     if min_parallelism is not None and queue is None:
@@ -295,7 +319,8 @@ def sweep_render(
     sys.stdout.write(sw.render(sweep, sw.RenderOptions(
         image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
         backoff_limit_per_index=backoff_limit_per_index, queue=queue, min_parallelism=min_parallelism,
-        priority_class=priority_class)))
+        priority_class=priority_class, results_dir=results_dir and str(open_storage(results_dir)),
+        data_dir=data_dir and str(open_storage(data_dir)), s3_secret=s3_secret)))
 
 
 # ---------------------------------------------------------------- helpers

@@ -30,8 +30,9 @@ from typing import Optional
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..core import StudyError
-from ..core.store import default_results_dir
+from ..core import StudyError, store
+from ..core.store import require_results, results_location
+from ..core.storage import Storage
 from . import auth, queries
 from .routes import dashboard, figures, health, runs, tables
 
@@ -39,7 +40,7 @@ LOG = logging.getLogger("resnet_study.results_api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID (a proxy's) is kept when it is this
 
 
-def create_app(results_dir: Path, token: Optional[str] = None) -> FastAPI:
+def create_app(results_dir: "Path | str | Storage", token: Optional[str] = None) -> FastAPI:
     """The service over `results_dir`; with `token`, every route but /healthz needs it (results_api/auth.py)."""
     app = FastAPI(title="resnet-study results", version="1", description=__doc__.split("\n\n")[0])
     app.state.store = queries.Store(results_dir)
@@ -102,7 +103,7 @@ def _loggable(request: Request) -> str:
 def create_app_from_env() -> FastAPI:
     """The app over $RESNET_STUDY_RESULTS (default ./results), with the token of $RESNET_STUDY_API_TOKEN or
     $RESNET_STUDY_API_TOKEN_FILE if set: for `uvicorn --factory`."""
-    return create_app(default_results_dir(), auth.load_token())
+    return create_app(results_location(), auth.load_token())
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -124,14 +125,14 @@ def log_config() -> dict:
     return config
 
 
-def serve(results_dir: Path, host: str, port: int, token_file: Optional[Path] = None,
+def serve(results_dir: "Path | str | Storage", host: str, port: int, token_file: Optional[Path] = None,
           insecure_no_auth: bool = False) -> None:
     """Check the dir, the token and the port (one-line errors), then serve until interrupted."""
     import uvicorn
 
-    if not Path(results_dir).is_dir():
-        raise StudyError(f"no results dir at {results_dir}; run `resnet-study train --results-dir {results_dir}` "
-                         f"first or pass --results-dir")
+    results_dir = require_results(results_dir)
+    if not results_dir.is_local:
+        store.has_snapshot(results_dir)  # a missing bucket or rejected credentials: one line now, not per request
     if not 0 < port < 65536:
         raise StudyError(f"--port: use 1-65535 (got {port})")
     token = auth.load_token(token_file)

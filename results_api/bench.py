@@ -140,7 +140,10 @@ def routes(sample_run: str) -> list[str]:
     ]
 
 
-def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: Path | None = None) -> list[dict]:
+def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: Path | None = None,
+              bucket: str | None = None) -> list[dict]:
+    """`bucket`: publish the synthetic store as a generation under that s3:// prefix and serve it from there (the
+    service downloads it once, then asks the bucket which generation is current every REMOTE_CHECK_S)."""
     import httpx
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="resnet-study-bench-api-"))
@@ -150,9 +153,15 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
         size_mb = store.db_path(folder).stat().st_size / 2**20
         print(f"SYNTHETIC store: {runs} runs x {epochs} epochs in {folder} ({size_mb:.0f} MB), built in "
               f"{time.perf_counter() - t0:.1f} s; numbers are made up, latencies are real", flush=True)
+        served = str(folder)
+        if bucket:
+            t0 = time.perf_counter()
+            g = store.publish_snapshot(bucket, store.db_path(folder))
+            served = str(store.results_location(bucket))
+            print(f"published as generation {g} in {served} in {time.perf_counter() - t0:.1f} s", flush=True)
         port = _free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        env["RESNET_STUDY_RESULTS"] = str(folder)
+        env["RESNET_STUDY_RESULTS"] = served
         for name in (auth.TOKEN_ENV, auth.TOKEN_FILE_ENV):  # the benchmark's requests carry no token
             env.pop(name, None)
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",

@@ -92,9 +92,9 @@ def _runs(db: queries.Store) -> list[dict]:
 
 
 def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
-    results_dir, out = Path(results_dir), Path(out)
-    if not store.db_path(results_dir).exists():
-        raise StudyError(f"no results store at {results_dir} (no {store.DB_NAME}); run `resnet-study train "
+    results_dir, out = store.results_location(results_dir), Path(out)
+    if not store.has_snapshot(results_dir):
+        raise StudyError(f"no results store at {results_dir} (no snapshot); run `resnet-study train "
                          f"--results-dir {results_dir}` first or pass --results-dir")
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,9 @@ step "hadolint Dockerfile"
 step "compose: docker-compose config, Compose spec schema"
 "$COMPOSE" -f compose.yaml config -q
 "$COMPOSE" -f compose.yaml -f compose.gpu.yaml config -q
+RESNET_STUDY_BUCKET=s3://ci-bucket/study "$COMPOSE" -f compose.yaml -f compose.bucket.yaml config -q
 CI_DATA_DIR=/nonexistent "$COMPOSE" -f compose.yaml -f .ci/compose.ci.yaml config -q
-"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml compose.gpu.yaml .ci/compose.ci.yaml
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml compose.gpu.yaml compose.bucket.yaml .ci/compose.ci.yaml
 
 step "kubernetes-validate --strict -k 1.32.0"
 "$VENV/bin/kubernetes-validate" --strict -k 1.32.0 k8s/sweep.yaml k8s/results-api.yaml k8s/fetch-data.yaml

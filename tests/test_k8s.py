@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 import subprocess
 import sys
 from decimal import Decimal
@@ -112,8 +113,18 @@ def problems(docs: list[dict]) -> list[str]:
                 if m["name"] not in volumes:
                     out.append(f"{cw}: volumeMount {m['name']} has no volume")
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            if env.get("RESNET_STUDY_RESULTS") not in mounts:
-                out.append(f"{cw}: RESNET_STUDY_RESULTS={env.get('RESNET_STUDY_RESULTS')} is not a mounted volume")
+            for name in ("RESNET_STUDY_RESULTS", "RESNET_STUDY_DATA"):
+                value = env.get(name)
+                if name == "RESNET_STUDY_DATA" and value is None:
+                    continue  # the service reads no data set
+                if str(value).startswith("s3://"):
+                    refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
+                    if sw.S3_SECRET not in refs:
+                        out.append(f"{cw}: {name}={value} without the credentials Secret {sw.S3_SECRET}")
+                    if env.get("RESNET_STUDY_CACHE") not in mounts:
+                        out.append(f"{cw}: {name}={value} with no scratch volume for RESNET_STUDY_CACHE")
+                elif value not in mounts:
+                    out.append(f"{cw}: {name}={value} is not a mounted volume")
             res = c.get("resources", {})
             for kind in ("requests", "limits"):
                 for key, value in res.get(kind, {}).items():
@@ -151,7 +162,8 @@ def problems(docs: list[dict]) -> list[str]:
                         out.append(f"{cw}: {probe} must GET /healthz on a container port")
                 if not c.get("securityContext", {}).get("readOnlyRootFilesystem"):
                     out.append(f"{cw}: readOnlyRootFilesystem must be true")
-                if not mounts.get("/results", {}).get("readOnly"):
+                if not str(env.get("RESNET_STUDY_RESULTS")).startswith("s3://") and \
+                        not mounts.get("/results", {}).get("readOnly"):
                     out.append(f"{cw}: the results volume must be mounted readOnly")
                 token_file = Path(env.get("RESNET_STUDY_API_TOKEN_FILE") or "/nowhere")
                 secret = volumes.get(mounts.get(str(token_file.parent), {}).get("name"), {}).get("secret")
@@ -404,6 +416,53 @@ def test_render_options_and_a_cpu_cluster(tmp_path):
     assert c["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert job["spec"]["parallelism"] == 1 and job["spec"]["completions"] == len(sw.load("demo.yaml"))
     assert job["metadata"]["name"] == "resnet-study-demo" and c["command"][3] == "/spec/demo.yaml"
+
+
+BUCKET_RENDER = ("sweep", "render", "jobs/seed-study.yaml", "--results-dir", "s3://resnet-study/study", "--data-dir",
+                 "s3://resnet-study/datasets")
+
+
+def test_a_bucket_render_has_no_volume_claim_and_passes_kubernetes_validate(tmp_path):
+    """`sweep render --results-dir s3:// --data-dir s3://`: the Job and the results service over the bucket, their
+    credentials from one Secret, scratch in an emptyDir, no PersistentVolumeClaim; k8s/bucket/ is that render."""
+    rendered = run_cli(*BUCKET_RENDER).stdout
+    assert (K8S / "bucket" / "sweep.yaml").read_text() == rendered, \
+        f"k8s/bucket/sweep.yaml is stale: run `resnet-study {' '.join(BUCKET_RENDER)} > k8s/bucket/sweep.yaml`"
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Job", "Deployment", "Service"]
+    assert "PersistentVolumeClaim" not in rendered and problems(docs) == []
+    files = [K8S / "bucket" / "sweep.yaml", K8S / "bucket" / "fetch-data.yaml"]
+    proc = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "-k", "1.32.0",
+                           *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.count("passed") == 5, proc.stdout + proc.stderr
+    kust = yaml.safe_load((K8S / "bucket" / "kustomization.yaml").read_text())
+    assert kust["resources"] == ["sweep.yaml"] and "PersistentVolumeClaim" not in (files[1]).read_text()
+    # the bucket's service is the volume one (k8s/results-api.yaml) but for where the results come from
+    (volume_dep,) = [d for d in load_docs() if d["kind"] == "Deployment"]
+    (bucket_dep,) = [d for d in docs if d["kind"] == "Deployment"]
+
+    def shape(dep):
+        pod = copy.deepcopy(dep["spec"]["template"]["spec"])
+        (c,) = pod["containers"]
+        c["env"] = [e for e in c["env"] if e["name"] not in ("RESNET_STUDY_RESULTS", "RESNET_STUDY_CACHE")]
+        c.pop("envFrom", None)
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in ("results", "cache")]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in ("results", "cache")]
+        mine = lambda labels: {k: v for k, v in labels.items() if k != "app.kubernetes.io/managed-by"}  # noqa: E731
+        return {**dep["spec"], "template": {"metadata": {"labels": mine(dep["spec"]["template"]["metadata"]["labels"])},
+                                            "spec": pod}}, mine(dep["metadata"]["labels"])
+
+    assert shape(bucket_dep) == shape(volume_dep)
+    (svc,) = [d for d in docs if d["kind"] == "Service"]
+    assert svc["spec"] == next(d for d in load_docs() if d["kind"] == "Service")["spec"]
+    # the fetch job pushes to the bucket the sweep reads, with the CLI's own command
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    script = yaml.safe_load(files[1].read_text())["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    pushes = [shlex.split(line) for line in script.splitlines() if line.startswith("resnet-study data push")]
+    assert len(pushes) == 2 and all(p[4] == env["RESNET_STUDY_DATA"] for p in pushes)
+    for p in pushes:
+        assert parse_command(p)[0] == "resnet-study data push"
 
 
 def test_the_service_reads_its_token_from_the_secret_the_readme_creates():

@@ -42,6 +42,13 @@ demo: venv system-deps-demo
 	$(BIN)/resnet-study sweep local jobs/demo.yaml --parallel 2 --results-dir $(DEMO_RESULTS)
 	$(BIN)/resnet-study results table --dataset fashion-mnist --results-dir $(DEMO_RESULTS)
 	$(BIN)/resnet-study results compare --results-dir $(DEMO_RESULTS)
+	@echo
+	@echo "Next, with the venv on PATH (. $(VENV)/bin/activate):"
+	@echo "  resnet-study serve --results-dir $(DEMO_RESULTS)    # the dashboard: open http://127.0.0.1:8000/ (loopback: no token)"
+	@echo "  resnet-study report --out report/demo --results-dir $(DEMO_RESULTS)    # static HTML + Markdown: report/demo/index.html"
+	@echo '  duckdb -readonly $(DEMO_RESULTS)/results.duckdb "SELECT layers, seed, epochs_done, round(100 * test_error, 2) AS test_err_pct FROM runs ORDER BY ALL"'
+	@echo "  resnet-study sweep status demo.yaml --results-dir $(DEMO_RESULTS)    # each cell and its runs"
+	@echo "More: README.md; docs/laptop.md (train, cells, sweeps), docs/gpu-box.md, docs/cluster.md, docs/reading-results.md"
 
 # Every run ends with its 25 slowest tests, so a slow test shows in every log (CI adds a time budget: .ci/run).
 test: venv system-deps-test

@@ -37,7 +37,8 @@ def compose_config(*files: str, env: dict | None = None, cwd: Path = ROOT) -> su
     for f in files:
         args += ["-f", f]
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("TRAIN_", "SWEEP_", "CI_", "RESULTS_API_", "RESNET_STUDY_API_"))}
+             if not k.startswith(("TRAIN_", "SWEEP_", "CI_", "RESULTS_API_", "RESNET_STUDY_API_", "RESNET_STUDY_BUCKET",
+                                  "RESNET_STUDY_DATA_BUCKET", "AWS_"))}
     return subprocess.run([*args, "config"], capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**clean, **NO_NETWORK, **(env or {})})
 
@@ -60,8 +61,28 @@ def test_compose_files_are_valid_for_compose_v1_and_the_compose_spec():
     ci = services("compose.yaml", ".ci/compose.ci.yaml", env={"CI_DATA_DIR": "/srv/data", "RESULTS_API_PORT": "18123"})
     assert ci["train"]["network_mode"] == "none" and "/srv/data:/data:ro" in ci["train"]["volumes"]
     assert ci["results-api"]["ports"] == [{"published": 18123, "target": 8000}]
-    proc = check_jsonschema(ROOT / "compose.yaml", ROOT / "compose.gpu.yaml", ROOT / ".ci" / "compose.ci.yaml")
+    proc = check_jsonschema(ROOT / "compose.yaml", ROOT / "compose.gpu.yaml", ROOT / "compose.bucket.yaml",
+                            ROOT / ".ci" / "compose.ci.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_bucket_override_points_every_service_at_the_bucket():
+    """compose.bucket.yaml: results (and data) in a bucket, the AWS variables passed from the shell only when set
+    there, the cache on the data volume; refused without the bucket, with a line that says what to set."""
+    env = {"RESNET_STUDY_BUCKET": "s3://my-bucket/study", "RESNET_STUDY_DATA_BUCKET": "s3://my-bucket/datasets",
+           "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "RESNET_STUDY_API_TOKEN": "t0ken"}
+    svc = services("compose.yaml", "compose.bucket.yaml", env=env)
+    for name in ("train", "sweep", "results-api"):
+        e = svc[name]["environment"]
+        assert e["RESNET_STUDY_RESULTS"] == "s3://my-bucket/study" and e["RESNET_STUDY_DATA"] == "s3://my-bucket/datasets"
+        assert e["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE" and e["AWS_SECRET_ACCESS_KEY"] is None  # unset: left out
+        path, params = parse_command(["resnet-study", *shlex.split(svc[name]["command"]),
+                                      "--results-dir", e["RESNET_STUDY_RESULTS"]])
+        assert params["results_dir"] == "s3://my-bucket/study"
+    assert svc["train"]["environment"]["RESNET_STUDY_CACHE"] == "/data/cache" and "data:/data:rw" in svc["train"]["volumes"]
+    assert svc["results-api"]["environment"]["RESNET_STUDY_API_TOKEN"] == "t0ken"
+    proc = compose_config("compose.yaml", "compose.bucket.yaml")
+    assert proc.returncode != 0 and "set RESNET_STUDY_BUCKET to s3://bucket/prefix" in proc.stderr
 
 
 def test_the_validators_reject_a_broken_compose_file(tmp_path):

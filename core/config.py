@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-
+import os
 import re
 from pathlib import Path
 from typing import Literal, Optional
@@ -178,3 +178,9 @@ class RunOptions(BaseModel):
                                                       "`resnet-study data push`.")
     results_dir: Optional[str] = Field(None, description="Results store: a folder, or s3://bucket/prefix (shards, "
                                                          "checkpoints, snapshots).")
+
+    @field_validator("data_dir", "results_dir", mode="before")
+    @classmethod
+    def _location_text(cls, value):
+        """A folder may come as a path (code that builds RunOptions itself); the field keeps its text."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value

@@ -312,7 +312,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, study, tmp_pa
     before = store_fingerprint(study)
     proc = subprocess.run(
         [str(Path(CLI[0]).parent / "schemathesis"), "run", f"{server.base}/openapi.json", "--checks", "all",
-         "--max-examples", "25", "--workers", "1", "--seed", "7", "--generation-database", "none", "--no-color",
+         "--max-examples", "15", "--workers", "1", "--seed", "7", "--generation-database", "none", "--no-color",
          "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path),
          "--header", f"Authorization: Bearer {API_TOKEN}"],
         capture_output=True, text=True, timeout=480, env=cli_env(), cwd=tmp_path)

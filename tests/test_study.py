@@ -100,7 +100,7 @@ def study(tmp_path_factory, fashion_mnist_available):
     """2 depths x 2 epoch budgets x 3 seeds (a cell per process), and one plain net with a single seed."""
     results = tmp_path_factory.mktemp("study") / "results"
     cells = [["--n", str(n), "--epochs", str(e), "--seeds", "0-2"] for n in (1, 2) for e in (1, 2)]
-    train_all(results, cells + [["--n", "1", "--epochs", "2", "--shortcut", "none"]])
+    train_all(results, cells + [["--n", "1", "--epochs", "2", "--shortcut", "none"]], parallel=3)  # 2 rounds, not 3
     return results
 
 

@@ -85,11 +85,12 @@ def _train_todo(todo: list[ExperimentConfig], results_dir: Storage, opts: RunOpt
     threads = opts.threads or runtime.default_threads()[0]
     torch.set_num_threads(threads)
     first = todo[0]
-    train, test, classes = data.load(first.dataset, opts.data_dir, download=opts.download)
+    data_dir = data.local_data_dir(first.dataset, opts.data_dir)  # a bucket's data set: fetched and checked once
+    train, test, classes = data.load(first.dataset, data_dir, download=opts.download)
     full = data.DataSet(first.dataset, classes, train.to(device), test.to(device))  # one copy for every run
     datasets = {cfg.run_id: data.select(full, train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                         val_split=cfg.val_split, seed=cfg.seed) for cfg in todo}
-    provenance = runtime.provenance(torch, device, data.data_files(first.dataset, opts.data_dir))
+    provenance = runtime.provenance(torch, device, data.data_files(first.dataset, data_dir))
     setting = Setting(opts=opts, results_dir=results_dir, device=device, precision=precision, threads=threads,
                       provenance=provenance, cell_runs=len(todo), log=log)
     if device.type == "cuda":

@@ -39,5 +39,5 @@ def fetch(dataset: str = Dataset, source: str = Bucket):
 
     check_choice("DATASET", "dataset", dataset, DATASETS)
     folder = data.local_data_dir(dataset, source)
-    files = data.data_files(dataset, source)
+    files = data.data_files(dataset, folder)
     print(f"{dataset}: {len(files)} files verified in {folder}")

@@ -113,8 +113,6 @@ def can_sync(storage: Storage) -> bool:
     return not storage.is_local or os.access(storage.root, os.W_OK)
 
 
-
-
 def db_path(results_dir: Path) -> Path:
     """The DuckDB CLI's copy of the newest snapshot (a results dir on a disk)."""
     return Path(results_dir) / DB_NAME

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ValidationError
 from ..core import StudyError
 from ..core.config import ExperimentConfig, RunOptions, parse_seeds
 from ..core.store import results_location
-from ..core.storage import Storage
 from ..core.vocab import DEVICES, PRECISIONS, check_choice
 
 ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
@@ -166,7 +165,7 @@ def run_options_from(values: dict, **fixed) -> RunOptions:
         opts = RunOptions(**fields)
     except ValidationError as e:
         raise StudyError(validation_error_line(e, RunOptions)) from None
-    return opts.model_copy(update={"results_dir": str(results_dir_or_default(opts.results_dir))})
+    return opts.model_copy(update={"results_dir": str(results_location(opts.results_dir))})
 
 
 def run_options_argv(opts: RunOptions, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -181,12 +180,6 @@ def run_options_argv(opts: RunOptions, exclude: tuple[str, ...] = ()) -> list[st
         else:
             argv += [option_name(name), str(value)]
     return argv
-
-
-def results_dir_or_default(results_dir: Optional[str]) -> Storage:
-    """The results store an option names (a folder or s3://bucket/prefix), else $RESNET_STUDY_RESULTS, else ./results;
-    a malformed or unsupported URL is a one-line error here, before anything is written."""
-    return results_location(results_dir)
 
 
 def check_option(option: str, value: Optional[str], choices: tuple[str, ...]) -> None:

@@ -23,8 +23,7 @@ from ..core.vocab import DATASETS
 from ..results_api import auth, queries, tables
 from ..results_api.client import Remote
 from ..results_api.models import METRICS, CompareRow, ComparisonTable
-from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows, \
-    results_dir_or_default
+from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows
 from ..core.storage import Storage
 
 results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
@@ -84,7 +83,7 @@ def results_query(
 @results_app.command("sync")
 def results_sync(results_dir: Optional[str] = ResultsDir):
     """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
-    rdir = results_dir_or_default(results_dir)
+    rdir = store.results_location(results_dir)
     store.ensure_writable(rdir)
     done = store.sync(rdir)
     print(f"{rdir}: " + ("up to date" if done else "another process is syncing; it will include all shards"))

@@ -29,7 +29,7 @@ from ..core import StudyError, runtime, store
 from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
 from . import sweep as sw
-from .options import Format, ResultsDir, print_rows, results_dir_or_default, run_option_parameters, \
+from .options import Format, ResultsDir, print_rows, run_option_parameters, \
     run_options_argv, run_options_from, with_parameters
 
 app = typer.Typer(help="Sweep specs: expand a grid into cells (all seeds of one experiment each) and run them "
@@ -220,7 +220,7 @@ def sweep_plan(
 
     check_choice("--device", "device", device, DEVICES)
     sweep = sw.load(spec)
-    rdir = results_dir_or_default(results_dir)
+    rdir = store.results_location(results_dir)
     p = parallel or sweep.spec.parallelism
     res = pl.plan(sweep, rdir, device, p, bench, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     rows = [(c["index"], ",".join(map(str, c["seeds"])), c["layers"], c["epochs"], c["images"],
@@ -245,7 +245,7 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
     from . import plan as pl
 
     sweep = sw.load(spec)
-    rdir = results_dir_or_default(results_dir)
+    rdir = store.results_location(results_dir)
     planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])
                for r in c.get("runs", [])}
     cells, both = [], []

@@ -23,7 +23,6 @@ import typer
 
 from ..core import StudyError, store
 from ..core.vocab import SHORTCUTS
-from ..results_api.bench import bench_api as run_bench_api
 from .options import DataDir, Device, Precision, check_option
 
 AsJson = typer.Option(False, "--json", help="Print the results as one JSON object.")
@@ -176,4 +175,6 @@ def bench_api(
         raise StudyError("--runs 1..1000000, --epochs 1..10000, --requests 1..10000")
     if results_dir is not None and store.results_location(results_dir).is_local:
         raise StudyError(f"--results-dir: give s3://bucket/prefix (got {results_dir!r}); a local store is --keep")
+    from ..results_api.bench import bench_api as run_bench_api  # FastAPI and the app: only this command
+
     run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep, bucket=results_dir)

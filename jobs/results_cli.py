@@ -14,17 +14,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from ..core import StudyError, store
+from ..core.storage import Storage
 from ..core.vocab import DATASETS
-from ..results_api import auth, queries, tables
-from ..results_api.client import Remote
+from ..results_api import queries, tables
 from ..results_api.models import METRICS, CompareRow, ComparisonTable
 from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows
-from ..core.storage import Storage
+
+if TYPE_CHECKING:  # imported where used: httpx and FastAPI's classes cost every other command half a second
+    from ..results_api.client import Remote
 
 results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and the comparison table.",
                           no_args_is_help=True)
@@ -46,19 +48,22 @@ def _source(ctx: typer.Context, url: Optional[str], token_file: Optional[Path],
         return queries.Store(_existing_results_dir(results_dir))
     if ctx.get_parameter_source("results_dir").name == "COMMANDLINE":
         raise StudyError("--url and --results-dir: give one (a service reads its own store)")
+    from ..results_api import auth  # FastAPI's security classes: only a command that reads a service needs them
+    from ..results_api.client import Remote
+
     return Remote(url, auth.load_token(token_file))
 
 
 def _comparison(source: Remote | queries.Store, dataset, metric, all_columns: bool) -> ComparisonTable:
-    if isinstance(source, Remote):
-        return source.comparison(dataset, metric, all_columns)
-    return queries.comparison(source, dataset, metric, all_columns)
+    if isinstance(source, queries.Store):
+        return queries.comparison(source, dataset, metric, all_columns)
+    return source.comparison(dataset, metric, all_columns)
 
 
 def _comparisons(source: Remote | queries.Store, dataset, metric: str) -> list[CompareRow]:
-    if isinstance(source, Remote):
-        return source.comparisons(dataset, metric)
-    return queries.comparisons(source, dataset, metric)
+    if isinstance(source, queries.Store):
+        return queries.comparisons(source, dataset, metric)
+    return source.comparisons(dataset, metric)
 
 
 @results_app.command("query")

@@ -22,7 +22,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported in the functions that use it: it takes a second to import, and every `resnet-study`
+# command imports this module (through the result models) whether it tests anything or not.
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -49,6 +51,8 @@ class Summary:
 
 
 def summarize(values) -> Summary:
+    from scipy import stats
+
     x = np.asarray(list(values), dtype=float)
     if len(x) == 0:
         raise ValueError("a cell needs at least one run")
@@ -74,6 +78,8 @@ class Test:
 
 def welch(a, b) -> Test:
     """Welch's t-test of mean(b) - mean(a), with its 95 % interval."""
+    from scipy import stats
+
     a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     diff = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
@@ -88,6 +94,8 @@ def welch(a, b) -> Test:
 
 def against(reference: float, b) -> Test:
     """One-sample t-test of mean(b) against a published number: mean(b) - reference, with its 95 % interval."""
+    from scipy import stats
+
     b = np.asarray(list(b), dtype=float)
     diff = float(b.mean() - reference)
     if len(b) < 2:
@@ -103,6 +111,8 @@ def against(reference: float, b) -> Test:
 
 def _power(effect: float, n: int, design: str) -> float:
     """Power of the two-sided t-test at ALPHA with n runs per side (two-sample) or n runs (one-sample)."""
+    from scipy import stats
+
     if design == "two":
         df, nc = 2 * n - 2, effect * math.sqrt(n / 2)
     else:

@@ -61,8 +61,10 @@ def test_cifar10_shaped_images_where_cifar10_is_absent(tmp_path):
 
 
 def test_resnet110_at_batch_128_stays_under_4_gb(fashion_mnist_available):
+    """The deepest net of the paper, one training step after a warm-up one, then evaluation at its batch of 1 000 (a
+    third of the peak): 2 996 MB of the 4 096 allowed (AMD EPYC, 2026-12-03). A step more changes it by 80 MB."""
     res = json.loads(run_cli("bench", "train", "--dataset", "fashion-mnist", "--device", "cpu", "--n", "18",
-                             "--no-classic", "--steps", "2", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
+                             "--no-classic", "--steps", "1", "--warmup", "1", "--rounds", "1", "--eval-images", "1000",
                              "--json").stdout)
     assert res["model"] == "ResNet-110" and list(res["pipelines"]) == ["a", "b:paper"]
     assert res["peak_rss_mb_process"] < 4096, res

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,16 +191,41 @@ def test_threads_fit_the_cpus_the_run_may_use(tmp_path, fashion_mnist_available)
     assert query(results, "SELECT threads FROM runs WHERE seed = 4") == [{"threads": 1}]
 
 
-def test_three_concurrent_runs_take_no_longer_than_three_in_a_row():
-    """Each run takes its default threads (the whole machine), as three commands started by hand would. Before idle
-    OpenMP workers slept (OMP_WAIT_POLICY=PASSIVE), the three together took 1.8x as long as in a row."""
-    out = run_cli("bench", "runs", "--device", "cpu", "--processes", "3", "--sequential", "--no-share-cores",
-                  "--n", "1", "--epochs", "2", "--train-limit", "1280", "--test-limit", "500", "--json",
-                  env=env_without_threads(), timeout=900)
-    [level] = json.loads(out.stdout)["levels"]
-    ratio = level["wall_seconds"] / level["sequential_wall_seconds"]
-    print(f"3 at once {level['wall_seconds']:.1f} s, in a row {level['sequential_wall_seconds']:.1f} s ({ratio:.2f})")
-    assert ratio <= 1.25, level
+def test_idle_openmp_workers_sleep_unless_the_user_chose_otherwise():
+    """Runs that share cores must not spin on them: before idle OpenMP workers slept, three `train` commands started
+    by hand took 1.8x as long together as in a row (docs/benchmarks.md, "Runs sharing CPU cores", where
+    `bench runs --sequential --no-share-cores` measures it). What fixes it is the policy libgomp reads once, when torch
+    loads it; libgomp prints what it read (OMP_DISPLAY_ENV=VERBOSE), so this asks libgomp itself, in a real process
+    that loads torch: a spin count of 0 by default (left unset, libgomp spins 300 000 times before it sleeps, and
+    still prints the policy as PASSIVE), the user's own choice kept. It fails if the CLI stops setting the policy, or
+    sets it only after torch has loaded."""
+    def libgomp(**chosen) -> tuple[str, str]:
+        env = env_without_threads(OMP_DISPLAY_ENV="VERBOSE", **chosen)
+        if not chosen:
+            env.pop("OMP_WAIT_POLICY", None)
+        out = run_cli("model", "--n", "1", env=env)
+        shown = dict(re.findall(r"^\s*(OMP_WAIT_POLICY|GOMP_SPINCOUNT) = '(\w+)'", out.stderr, re.M))
+        return shown["OMP_WAIT_POLICY"], shown["GOMP_SPINCOUNT"]
+
+    assert libgomp() == ("PASSIVE", "0")
+    assert libgomp(OMP_WAIT_POLICY="active")[0] == "ACTIVE"
+
+
+def test_bench_runs_times_runs_together_and_in_a_row():
+    """`bench runs` (the command behind that figure) on a small setting: P processes at once, then one after
+    another; its figures are a benchmark's, printed, not held to a ratio here (two cores shared with the rest of the
+    suite vary more than a tolerance can hold)."""
+    out = run_cli("bench", "runs", "--device", "cpu", "--processes", "2", "--sequential", "--no-share-cores",
+                  "--n", "1", "--epochs", "2", "--train-limit", "256", "--test-limit", "100", "--json",
+                  env=env_without_threads(), timeout=600)
+    res = json.loads(out.stdout)
+    [level] = res["levels"]
+    print(f"2 at once {level['wall_seconds']:.1f} s, in a row {level['sequential_wall_seconds']:.1f} s")
+    assert res["bench"] == "runs" and not res["share_cores"] and res["best_processes"] == 2
+    assert level["processes"] == 2 and len(level["per_process_images_per_second"]) == 2
+    assert level["aggregate_images_per_second"] == pytest.approx(sum(level["per_process_images_per_second"]))
+    assert all(r > 0 for r in level["per_process_images_per_second"]) and level["peak_rss_mb"] > 100
+    assert level["wall_seconds"] > 0 and level["sequential_wall_seconds"] > 0
 
 
 # ---------------------------------------------------------------- the cost plan

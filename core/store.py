@@ -507,6 +507,7 @@ def _attach_read_only(path: Path) -> duckdb.DuckDBPyConnection:
         shutil.copyfile(path, copy)
         con.execute(f"ATTACH '{_sql_string(copy)}' AS store (READ_ONLY)")
         copy.unlink()  # stays readable through the open handle; nothing left behind
+        copy.parent.rmdir()
     con.execute("USE store")
     return con
 

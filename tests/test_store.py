@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -113,6 +114,25 @@ def test_open_readers_and_the_duckdb_cli_never_block_a_run(tmp_path, fashion_mni
         assert {r["seed"] for r in query(results, "SELECT seed FROM runs")} == {1, 2, 3}
     finally:
         cli.communicate(".quit\n", timeout=30)
+
+
+def test_a_file_held_read_write_is_read_from_a_private_copy_that_leaves_nothing_behind(old_store, tmp_path,
+                                                                                        monkeypatch):
+    """A 0.1.0 store's results.duckdb held open read-write by a DuckDB CLI (DuckDB then locks it for every other
+    process) still answers, from a private copy in the temp dir, and the copy's folder is gone once it is open."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cli = _duckdb_cli(store.db_path(old_store))
+    try:
+        time.sleep(1)
+        assert cli.poll() is None, cli.stderr.read()
+        with pytest.raises(duckdb.IOException):  # the lock this test is about
+            duckdb.connect(str(store.db_path(old_store)), read_only=True)
+        snapshot = store.open_snapshot(old_store)
+        assert snapshot.generation == 0 and len(snapshot.query("SELECT run_id FROM runs")[1]) == 9
+    finally:
+        cli.communicate(".quit\n", timeout=30)
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 @pytest.mark.slow

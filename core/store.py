@@ -503,11 +503,10 @@ def _attach_read_only(path: Path) -> duckdb.DuckDBPyConnection:
     try:
         con.execute(f"ATTACH '{_sql_string(path)}' AS store (READ_ONLY)")
     except duckdb.IOException:
-        copy = Path(tempfile.mkdtemp(prefix="resnet-study-")) / path.name
-        shutil.copyfile(path, copy)
-        con.execute(f"ATTACH '{_sql_string(copy)}' AS store (READ_ONLY)")
-        copy.unlink()  # stays readable through the open handle; nothing left behind
-        copy.parent.rmdir()
+        with tempfile.TemporaryDirectory(prefix="resnet-study-") as tmp:  # removed at once: the open handle
+            copy = Path(tmp) / path.name                                   # keeps the copy readable
+            shutil.copyfile(path, copy)
+            con.execute(f"ATTACH '{_sql_string(copy)}' AS store (READ_ONLY)")
     con.execute("USE store")
     return con
 

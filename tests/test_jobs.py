@@ -197,8 +197,8 @@ def test_idle_openmp_workers_sleep_unless_the_user_chose_otherwise():
     `bench runs --sequential --no-share-cores` measures it). What fixes it is the policy libgomp reads once, when torch
     loads it; libgomp prints what it read (OMP_DISPLAY_ENV=VERBOSE), so this asks libgomp itself, in a real process
     that loads torch: a spin count of 0 by default (left unset, libgomp spins 300 000 times before it sleeps, and
-    still prints the policy as PASSIVE), the user's own choice kept. It fails if the CLI stops setting the policy, or
-    sets it only after torch has loaded."""
+    still prints the policy as PASSIVE), the user's own choice kept. It fails if the CLI stops setting the policy
+    (tried), and so would a policy set only after torch has loaded (libgomp would not read it)."""
     def libgomp(**chosen) -> tuple[str, str]:
         env = env_without_threads(OMP_DISPLAY_ENV="VERBOSE", **chosen)
         if not chosen:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pydantic
@@ -92,9 +94,6 @@ def test_the_command_line_starts_without_the_heavy_libraries():
     """Every `resnet-study` command imports jobs.cli first: torch, scipy, FastAPI, httpx and matplotlib load only in
     the commands that use them (they took `resnet-study --help` from 0.7 s to 2.5 s, and every command of a sweep, a
     pod's retry, a test, paid it). A real interpreter, so nothing this test process already imported counts."""
-    import subprocess
-    import sys
-
     heavy = ("torch", "scipy", "fastapi", "httpx", "matplotlib", "statsmodels")
     code = ("import sys; import resnet_study.jobs.cli; "
             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")

@@ -15,15 +15,59 @@ or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
     store.py      per-run shards and checkpoints, snapshot generations, the read side
     storage.py    one storage layer, a local dir or an s3:// prefix: atomic write, exclusive create, compare-and-swap
     lease.py      one holder at a time (a run's trainer, the store's syncer), stale-aware, on either storage
+    settings.py   the RESNET_STUDY_* environment variables, each declared once
     runtime.py    where a run runs and what produced it: the CPU thread budget, provenance (code, data, machine)
     reference/    the published numbers (CSV) and the claims tested (claims.yaml)
 """
 
 
+from dataclasses import dataclass
+from typing import Literal
+
+EXIT_FAILED = 1  # `sweep local`: a cell failed (a crash, or a run that failed); also any uncaught error
 EXIT_USER_ERROR = 2  # a mistake the user must fix (bad option, bad spec, corrupt data): retrying cannot help
 EXIT_BUSY = 3  # --if-running exit, and another process trains every run asked for
 EXIT_RETRY = 75  # EX_TEMPFAIL: a condition that may pass by itself (data not there yet, no GPU visible, lease lost)
 EXIT_SIGTERM, EXIT_SIGINT = 143, 130  # stopped cleanly on a signal, every run checkpointed: resumable
+
+BatchAction = Literal["done", "fail", "retry", "resume"]
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """One exit code of every command, and what a batch engine does with a task that ends with it: `done` (nothing
+    left to do here), `fail` (never retried: a person must fix something), `retry` (counted against the retry
+    limit), `resume` (stopped cleanly with every run checkpointed: started again without using up a retry)."""
+
+    code: int
+    meaning: str
+    todo: str
+    batch: BatchAction
+
+
+# The one table: docs/laptop.md's table, the Kubernetes podFailurePolicy (jobs/kubernetes.py) and the Slurm
+# requeue policy (jobs/slurm.py) are derived from it or held to it by tests/test_layout.py.
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(0, "done: every run asked for is completed (or, with `--if-running exit`, left to the process that "
+                "trains it)", "", "done"),
+    ExitCode(EXIT_FAILED, "`sweep local`: a cell failed (the tail of its log is printed); any other command: an "
+                          "unexpected error (a traceback)", "read `RESULTS/sweep-logs/<name>/<index>.log`", "retry"),
+    ExitCode(EXIT_USER_ERROR, "a mistake to fix (above); also a bad option or subcommand",
+             "fix it; retrying cannot help", "fail"),
+    ExitCode(EXIT_BUSY, "`--if-running exit`, and another live process trains every run asked for",
+             "run it later, or with `--if-running wait`", "done"),
+    ExitCode(EXIT_RETRY, "retry later (EX_TEMPFAIL): a condition that may pass by itself: the data set not (yet) "
+                         "there, no CUDA GPU visible for `--device cuda`, the run's lease taken over by another "
+                         "process", "run the same command again", "retry"),
+    ExitCode(EXIT_SIGTERM, "stopped on SIGTERM, every run checkpointed",
+             "run the same command again: it resumes", "resume"),
+    ExitCode(EXIT_SIGINT, "stopped on SIGINT (Ctrl-C), every run checkpointed", "the same", "resume"),
+)
+
+
+def exit_codes(batch: BatchAction) -> list[int]:
+    """The codes a batch engine treats as `batch`."""
+    return [e.code for e in EXIT_CODES if e.batch == batch]
 
 
 class StudyError(Exception):

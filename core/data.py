@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import RetryLater, StudyError
+from . import RetryLater, StudyError, settings
 from . import augment as aug
 from .runtime import data_fingerprint, file_digest
 from .storage import local_cache, open_storage
@@ -44,7 +44,7 @@ FASHION_MNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t1
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("RESNET_STUDY_DATA") or "data")
+    return Path(settings.DATA.get())
 
 
 @dataclass

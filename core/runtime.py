@@ -31,13 +31,13 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from . import settings
 from .storage import atomic_write
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds core/, jobs/, results_api/ (checkout or site-packages)
 SUBPACKAGES = ("core", "jobs", "results_api")
 SOURCE_SUFFIXES = (".py", ".yaml", ".csv", ".html")
-CPU_REQUEST_ENV = "RESNET_STUDY_CPU_REQUEST"  # whole CPUs; the rendered Job fills it from requests.cpu
-COMMIT_ENV = "RESNET_STUDY_COMMIT"  # the image's git commit (Dockerfile ARG GIT_COMMIT)
+CPU_REQUEST_ENV = settings.CPU_REQUEST.name  # whole CPUs; the rendered Job fills it from requests.cpu
 FINGERPRINT_CACHE = ".resnet-study-fingerprints.json"
 SYSTEM_DATA_DIRS = (Path("/usr/share"),)  # package-managed: fingerprints are cached in the user's cache instead
 
@@ -136,7 +136,7 @@ def git_state() -> tuple[str | None, bool | None]:
                 return commit, bool(status.stdout.strip())
         except (OSError, subprocess.SubprocessError):
             pass
-    return os.environ.get(COMMIT_ENV) or None, None
+    return settings.COMMIT.get(), None
 
 
 def package_version() -> str | None:

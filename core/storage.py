@@ -55,7 +55,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import StudyError
+from . import StudyError, settings
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def local_cache(storage: "S3Storage", kind: str) -> Path:
     """This machine's folder for what it keeps of a bucket (kind "s3": downloaded snapshots and `sweep local` logs;
     "data": fetched data sets): $RESNET_STUDY_CACHE, else ~/.cache/resnet-study, then one folder per endpoint,
     bucket and prefix."""
-    base = os.environ.get("RESNET_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+    base = settings.CACHE.get() or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
         / "resnet-study"
     endpoint = hashlib.sha256(s3_client().meta.endpoint_url.encode()).hexdigest()[:12]
     return Path(base) / kind / endpoint / storage.bucket / (storage.prefix or "_")
@@ -385,7 +385,7 @@ class LocalStorage(Storage):
             probe.unlink()
         except OSError as e:
             raise StudyError(f"results dir {self.root} is not writable ({e.strerror}); pass a writable "
-                             f"--results-dir (or set RESNET_STUDY_RESULTS)") from None
+                             f"--results-dir (or set {settings.RESULTS})") from None
 
     def _parent_made(self, name: str) -> Path:
         path = self.path(name)

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import StudyError
+from . import StudyError, settings
 from .lease import Lease
 from .records import TABLES, ConfusionRecord, EpochRecord, RunRecord, Shard, upgrade_run_row
 from .storage import LocalStorage, Storage, Version, atomic_write, local_cache, open_storage
@@ -91,7 +91,7 @@ DUCKDB_CONFIG = {"storage_compatibility_version": "v1.5.0"}
 
 def default_results_dir() -> str:
     """--results-dir when it is not given: $RESNET_STUDY_RESULTS (a folder or s3://bucket/prefix), else ./results."""
-    return os.environ.get("RESNET_STUDY_RESULTS") or "results"
+    return settings.RESULTS.get()
 
 
 def results_location(where: "Path | str | Storage | None" = None) -> Storage:

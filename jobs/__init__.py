@@ -5,7 +5,9 @@ imports it.
     cli.py          the command: train, model, and the sub-apps below, composed explicitly; main()
     options.py      Typer options and output helpers shared by the commands
     results_cli.py  results query|sync|table|compare, serve, report
-    sweep.py        sweep specs -> cells (all seeds of one experiment each); the Kubernetes manifest; cell state
+    sweep.py        sweep specs -> cells (all seeds of one experiment each); what every engine shares
+    state.py        each run's and cell's state, from the store
+    kubernetes.py   the Kubernetes engine: one Indexed Job per sweep (a pod per cell), the results service
     sweep_cli.py    sweep list|run|local|plan|status|render
     data_cli.py     data push|fetch: a data set in a bucket, for pods with no data volume
     plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared

@@ -20,14 +20,14 @@ from typing import Optional
 import typer
 from pydantic import BaseModel, ValidationError
 
-from ..core import StudyError
+from ..core import StudyError, settings
 from ..core.config import ExperimentConfig, RunOptions, parse_seeds
 from ..core.store import results_location
 from ..core.vocab import DEVICES, PRECISIONS, check_choice
 
-ResultsDir = typer.Option(None, "--results-dir", envvar="RESNET_STUDY_RESULTS", show_default="./results",
+ResultsDir = typer.Option(None, "--results-dir", envvar=settings.RESULTS.name, show_default="./results",
                           help=RunOptions.model_fields["results_dir"].description)
-DataDir = typer.Option(None, "--data-dir", envvar="RESNET_STUDY_DATA", show_default="./data",
+DataDir = typer.Option(None, "--data-dir", envvar=settings.DATA.name, show_default="./data",
                        help=RunOptions.model_fields["data_dir"].description)
 Device = typer.Option("auto", help=f"{', '.join(DEVICES)}.")
 Precision = typer.Option("auto", help=f"{', '.join(PRECISIONS)}: auto is bf16 autocast on CUDA and on CPUs with "
@@ -44,7 +44,7 @@ IfRunning = typer.Option("wait", help="When another process already trains this 
 StrictResume = typer.Option(False, "--strict-resume", help="Refuse (exit 2) to resume a checkpoint made by other "
                                                            "code or on other data; without it the change is logged "
                                                            "and recorded per epoch.")
-TokenFile = typer.Option(None, "--token-file", envvar="RESNET_STUDY_API_TOKEN_FILE", show_default=False,
+TokenFile = typer.Option(None, "--token-file", envvar=settings.API_TOKEN_FILE.name, show_default=False,
                          help="File holding the service's bearer token (a mounted Kubernetes Secret) (default: "
                               "$RESNET_STUDY_API_TOKEN_FILE, else the token in $RESNET_STUDY_API_TOKEN).")
 ApiUrl = typer.Option(None, "--url", show_default=False,
@@ -59,8 +59,8 @@ FORMATS = ("table", "csv", "json")
 
 # Typer settings a field's type cannot say: environment variables, shown defaults, an option name of its own.
 _OPTION_EXTRAS = {
-    "results_dir": {"envvar": "RESNET_STUDY_RESULTS", "show_default": "./results"},
-    "data_dir": {"envvar": "RESNET_STUDY_DATA", "show_default": "./data"},
+    "results_dir": {"envvar": settings.RESULTS.name, "show_default": "./results"},
+    "data_dir": {"envvar": settings.DATA.name, "show_default": "./data"},
     "threads": {"min": 1, "show_default": "the CPUs this process may use"},
 }
 SEED_OPTIONS = ("seed", "seeds")

@@ -35,10 +35,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..core import EXIT_SIGTERM, EXIT_USER_ERROR, StudyError, store
+from ..core import StudyError, settings
 from ..core.config import ExperimentConfig
-from ..core.lease import read_holder
-from ..core.records import RunRecord
 
 SPEC_DIR = Path(__file__).resolve().parent  # the specs shipped with the package (jobs/*.yaml)
 SPEC_FIELDS = tuple(f for f in ExperimentConfig.model_fields if f != "seed")  # what a spec may set
@@ -215,251 +213,20 @@ def load(spec: str | Path) -> Sweep:
     return Sweep(parsed, path, text)
 
 
-# ---------------------------------------------------------------- Kubernetes manifest
+# ---------------------------------------------------------------- what every engine shares
 
-
-class _Literal(str):
-    """A string dumped as a YAML block scalar (`|`), so the spec in the ConfigMap reads like the file."""
-
-
-def _literal(dumper: yaml.SafeDumper, data: _Literal):
-    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(_Literal, _literal)
-
-APP = "resnet-study"
-DATA_CLAIM = "resnet-study-data"
-RESULTS_CLAIM = "resnet-study-results"
-IMAGE = "resnet-study:latest"
-UID = 10001  # the image's non-root user (Dockerfile)
-S3_SECRET = "resnet-study-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL ...) as env variables
-CACHE_DIR = "/cache"  # scratch (an emptyDir): a bucket's data set and snapshots, fetched once per pod
-
-
-def labels(component: str, instance: str | None = None) -> dict[str, str]:
-    """The recommended labels (app.kubernetes.io/*)."""
-    out = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
-    if instance:
-        out["app.kubernetes.io/instance"] = instance
-    out["app.kubernetes.io/part-of"] = APP
-    out["app.kubernetes.io/managed-by"] = "resnet-study-sweep-render"
-    return out
-
-
-def _claim(name: str, size: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "labels": labels("storage")},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
-    }
-
-
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-KUEUE_MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"  # Kueue may admit the Job with fewer pods at a time
-INDEX_MODE_ANNOTATION = "resnet-study/index"  # what an index of the Job is: "cell" (all seeds of one experiment)
-INDEX_MODE_ENV = "RESNET_STUDY_INDEX_MODE"  # the same, for `sweep run` in the pod (a Job of 0.1 has neither)
+IMAGE = "resnet-study:latest"  # the container image (Dockerfile)
+INDEX_MODE_ENV = settings.INDEX_MODE.name  # what an engine's task index is, for `sweep run` ("cell"; a Job of 0.1 has none)
 INDEX_MODE = "cell"
-# SIGTERM lets the cell finish its step and checkpoint every run mid-epoch (core/cell.py); this is how long
-# Kubernetes waits for that before SIGKILL. Measured: `resnet-study bench stop` (docs/benchmarks.md).
+# SIGTERM lets the cell finish its step and checkpoint every run mid-epoch (core/cell.py); this is how long an
+# engine waits for that before SIGKILL. Measured: `resnet-study bench stop` (docs/benchmarks.md).
 GRACE_SECONDS = 60
 
 
 def cell_memory(runs: int) -> str:
-    """Memory request and limit of a pod that trains a cell of `runs` runs: one copy of the data set and one torch
-    for the process, plus a model, its optimizer and its activations per run (docs/benchmarks.md, "Memory")."""
+    """Memory for a task that trains a cell of `runs` runs: one copy of the data set and one torch for the process,
+    plus a model, its optimizer and its activations per run (docs/benchmarks.md, "Memory")."""
     return f"{2 + runs}Gi"
-
-
-@dataclass
-class RenderOptions:
-    image: str = IMAGE
-    parallelism: int | None = None  # pods at a time; None: the spec's
-    gpus: int = 1
-    cpu: str = "4"
-    memory: str | None = None  # None: cell_memory(seeds)
-    backoff_limit_per_index: int = 3
-    data_size: str = "10Gi"
-    results_size: str = "20Gi"
-    queue: str | None = None
-    min_parallelism: int | None = None
-    priority_class: str | None = None
-    results_dir: str | None = None  # s3://bucket/prefix: no results volume; None: the results PVC
-    data_dir: str | None = None  # s3://bucket/prefix filled by `resnet-study data push`; None: the data PVC
-    s3_secret: str = S3_SECRET
-
-    @property
-    def buckets(self) -> bool:
-        return bool(self.results_dir or self.data_dir)
-
-
-def render(sweep: Sweep, opts: RenderOptions | None = None) -> str:
-    """The multi-document manifest: data + results PVCs, the spec as a ConfigMap, one Indexed Job with one index
-    (one pod) per cell, each training all its seeds on one GPU.
-
-    `queue`: a Kueue LocalQueue. The Job gets Kueue's queue-name label and is created suspended; Kueue admits it
-    (unsuspends it) when the queue's ClusterQueue has quota for its pods' requests; `min_parallelism` lets it admit
-    the Job with fewer pods at a time. `priority_class`: the pods' PriorityClass (Kueue orders and preempts
-    workloads by it too)."""
-    opts = opts or RenderOptions()
-    job = f"{APP}-{sweep.name}"
-    claims = ([] if opts.data_dir else [_claim(DATA_CLAIM, opts.data_size)]) + \
-        ([] if opts.results_dir else [_claim(RESULTS_CLAIM, opts.results_size)])
-    docs = [*claims,
-            {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": f"{job}-spec", "labels": labels("sweep", sweep.name)},
-             "data": {f"{sweep.name}.yaml": _Literal(sweep.text)}},
-            _job(sweep, job, opts)]
-    if opts.results_dir:
-        docs += results_service(opts)  # k8s/results-api.yaml reads the results volume; this one the bucket
-    runs = len(sweep.runs)
-    where = ""
-    if opts.buckets:
-        where = (f"# Storage: results {opts.results_dir or 'PVC ' + RESULTS_CLAIM}, data {opts.data_dir or 'PVC ' + DATA_CLAIM}; "
-                 f"S3 credentials from the Secret {opts.s3_secret} (docs/cluster.md).\n")
-    header = (f"# Generated by `resnet-study sweep render {sweep.path.name}`: do not edit; re-render instead.\n"
-              f"# {len(sweep)} cells x {len(sweep.spec.seed_list)} seeds = {runs} runs ({sweep.name}): one index per "
-              f"cell; apply with `kubectl apply -f` this file (or `kubectl apply -k k8s/`).\n{where}")
-    return header + "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in docs)
-
-
-def failure_rules() -> list[dict]:
-    """The Job's podFailurePolicy: a configuration error (exit 2) fails its index at once, a preemption (the
-    DisruptionTarget condition, or the exit code of a clean stop on SIGTERM) costs no retry, and any other failure
-    (75: retry later, or a crash) counts against backoffLimitPerIndex."""
-    return [
-        {"action": "FailIndex", "onExitCodes": {"containerName": "cell", "operator": "In",
-                                                "values": [EXIT_USER_ERROR]}},
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {"action": "Ignore", "onExitCodes": {"containerName": "cell", "operator": "In", "values": [EXIT_SIGTERM]}},
-    ]
-
-
-def _job(sweep: Sweep, job: str, opts: RenderOptions) -> dict:
-    memory = opts.memory or cell_memory(len(sweep.spec.seed_list))
-    annotations = {INDEX_MODE_ANNOTATION: INDEX_MODE, "resnet-study/cells": str(len(sweep)),
-                   "resnet-study/runs": str(len(sweep.runs)), "resnet-study/spec": f"{sweep.name}.yaml"}
-    if opts.min_parallelism:
-        annotations[KUEUE_MIN_PARALLELISM] = str(opts.min_parallelism)
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job, "annotations": annotations,
-                     "labels": labels("sweep", sweep.name) | ({KUEUE_QUEUE_LABEL: opts.queue} if opts.queue else {})},
-        "spec": {
-            **({"suspend": True} if opts.queue else {}),  # Kueue unsuspends it on admission
-            "completionMode": "Indexed",
-            "completions": len(sweep),
-            "parallelism": min(opts.parallelism or sweep.spec.parallelism, len(sweep)),
-            # Per index: a failed cell is retried (resuming every run from its checkpoint) without failing others.
-            "backoffLimitPerIndex": opts.backoff_limit_per_index,
-            "podFailurePolicy": {"rules": failure_rules()},
-            # A replacement pod starts only once the old one has failed, never while it still terminates: one
-            # trainer per cell (the runs' leases, core/lease.py, guard the rest).
-            "podReplacementPolicy": "Failed",
-            "template": {"metadata": {"labels": labels("sweep", sweep.name),
-                                      "annotations": {INDEX_MODE_ANNOTATION: INDEX_MODE}},
-                         "spec": _pod_spec(sweep, job, opts, memory)},
-        },
-    }
-
-
-def _pod_spec(sweep: Sweep, job: str, opts: RenderOptions, memory: str) -> dict:
-    limits: dict[str, Any] = {"memory": memory}
-    if opts.gpus:
-        limits["nvidia.com/gpu"] = opts.gpus
-    container = {
-        "name": "cell",
-        "image": opts.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["resnet-study", "sweep", "run", f"/spec/{sweep.name}.yaml", "--progress", "json"],
-        "env": [{"name": "RESNET_STUDY_DATA", "value": opts.data_dir or "/data"},
-                {"name": "RESNET_STUDY_RESULTS", "value": opts.results_dir or "/results"},
-                # the CPU request in whole CPUs (rounded up): the run's default threads (core.runtime)
-                {"name": "RESNET_STUDY_CPU_REQUEST", "valueFrom": {"resourceFieldRef": {
-                    "containerName": "cell", "resource": "requests.cpu", "divisor": "1"}}},
-                {"name": INDEX_MODE_ENV, "value": INDEX_MODE},
-                *_cache_env(opts)],
-        **_s3_credentials(opts),
-        "resources": {"requests": {"cpu": opts.cpu, "memory": memory}, "limits": limits},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [*([] if opts.data_dir else [{"name": "data", "mountPath": "/data"}]),
-                         *([] if opts.results_dir else [{"name": "results", "mountPath": "/results"}]),
-                         *([{"name": "cache", "mountPath": CACHE_DIR}] if opts.buckets else []),
-                         {"name": "spec", "mountPath": "/spec", "readOnly": True}],
-    }
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": GRACE_SECONDS,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
-        "containers": [container],
-        "volumes": [
-            *([] if opts.data_dir else [{"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM}}]),
-            *([] if opts.results_dir else [{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_CLAIM}}]),
-            *([{"name": "cache", "emptyDir": {"sizeLimit": opts.data_size}}] if opts.buckets else []),
-            {"name": "spec", "configMap": {"name": f"{job}-spec"}},
-        ],
-    }
-    if opts.priority_class:
-        pod["priorityClassName"] = opts.priority_class
-    return pod
-
-
-def _cache_env(opts: RenderOptions) -> list[dict]:
-    return [{"name": "RESNET_STUDY_CACHE", "value": CACHE_DIR}] if opts.buckets else []
-
-
-def _s3_credentials(opts: RenderOptions) -> dict:
-    """The bucket's credentials (and endpoint, region) as the standard AWS variables, from one Secret."""
-    return {"envFrom": [{"secretRef": {"name": opts.s3_secret}}]} if opts.buckets else {}
-
-
-SERVICE = f"{APP}-results-api"
-SERVICE_PORT = 8000
-API_TOKEN_SECRET = "resnet-study-api-token"
-
-
-def results_service(opts: RenderOptions) -> list[dict]:
-    """The read-only results service over a bucket: the Deployment and Service of k8s/results-api.yaml with the
-    results volume replaced by the bucket (its credentials from the S3 Secret) and a scratch folder for the
-    snapshot it downloads (tests/test_k8s.py holds the two to the same shape)."""
-    probe = {"httpGet": {"path": "/healthz", "port": "http"}}
-    container = {
-        "name": "results-api", "image": opts.image, "imagePullPolicy": "IfNotPresent",
-        "command": ["resnet-study", "serve", "--host", "0.0.0.0", "--port", str(SERVICE_PORT)],
-        "env": [{"name": "RESNET_STUDY_RESULTS", "value": opts.results_dir},
-                {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
-                {"name": "RESNET_STUDY_API_TOKEN_FILE", "value": "/var/run/secrets/resnet-study-api/token"},
-                *_cache_env(opts)],
-        **_s3_credentials(opts),
-        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
-        "readinessProbe": {**probe, "periodSeconds": 10},
-        "livenessProbe": {**probe, "initialDelaySeconds": 20, "periodSeconds": 20, "failureThreshold": 3},
-        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": CACHE_DIR},
-                         {"name": "api-token", "mountPath": "/var/run/secrets/resnet-study-api", "readOnly": True}],
-    }
-    selector = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "results-api"}
-    return [
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": SERVICE, "labels": labels("results-api")},
-         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
-                  "template": {"metadata": {"labels": labels("results-api")},
-                               "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID},
-                                        "containers": [container],
-                                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                                                    {"name": "cache", "emptyDir": {"sizeLimit": opts.results_size}},
-                                                    {"name": "api-token", "secret": {
-                                                        "secretName": API_TOKEN_SECRET, "optional": True,
-                                                        "items": [{"key": "token", "path": "token"}]}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE, "labels": labels("results-api")},
-         "spec": {"selector": selector, "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}]}},
-    ]
 
 
 # ---------------------------------------------------------------- how many cells at a time
@@ -477,50 +244,3 @@ def default_parallel(device: str, runs_per_cell: int) -> int:
     if not torch.cuda.is_available():
         return 1
     return max(1, RUNS_PER_GPU // max(1, runs_per_cell)) * torch.cuda.device_count()
-
-
-# ---------------------------------------------------------------- state, from the store
-
-
-STATES = ("completed", "running", "interrupted", "failed", "missing")
-CELL_STATES = ("completed", "running", "partial", "interrupted", "failed", "missing")
-
-
-def run_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
-    """(state, the run's `runs` record or None). States: see STATES.
-
-    - completed / failed / interrupted: as the run's shard says (interrupted: stopped on a signal, resumable);
-    - running: the shard says running and a live process holds the run's lease (core.lease): same host and its
-      pid alive, or a fresh heartbeat; without one it is interrupted (killed, preempted, node lost);
-    - missing: never started (or nothing stored yet)."""
-    shard = store.read_shard(results_dir, cfg.run_id)
-    if shard is None:
-        return ("interrupted" if store.checkpoint_exists(results_dir, cfg.run_id) else "missing"), None
-    row = shard.run
-    if row.status == "running":
-        holder = read_holder(store.run_storage(results_dir, cfg.run_id))
-        return ("running" if holder is not None and holder.alive() else "interrupted"), row
-    return row.status, row
-
-
-def cell_state(run_states: list[str]) -> str:
-    """A cell's state from its runs': completed (all), running (any), failed (any), missing (none started),
-    partial (some completed, the rest never started: seeds added), else interrupted (resumable)."""
-    kinds = set(run_states)
-    if kinds == {"completed"}:
-        return "completed"
-    for state in ("running", "failed"):
-        if state in kinds:
-            return state
-    if kinds == {"missing"}:
-        return "missing"
-    return "partial" if kinds == {"completed", "missing"} else "interrupted"
-
-
-def states(sweep: Sweep, results_dir: Path) -> list[tuple[Cell, str, list[tuple[ExperimentConfig, str, RunRecord | None]]]]:
-    """(cell, its state, [(run, its state, its record)]) for every cell."""
-    out = []
-    for cell in sweep.cells:
-        runs = [(cfg, *run_state(results_dir, cfg)) for cfg in cell.runs]
-        out.append((cell, cell_state([r[1] for r in runs]), runs))
-    return out

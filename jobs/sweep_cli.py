@@ -28,7 +28,8 @@ import typer
 from ..core import StudyError, runtime, store
 from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
-from . import sweep as sw
+from . import kubernetes, sweep as sw
+from .state import CELL_STATES, states
 from .options import Format, ResultsDir, print_rows, run_option_parameters, \
     run_options_argv, run_options_from, with_parameters
 
@@ -38,7 +39,7 @@ Spec = typer.Argument(..., help="A sweep spec (YAML), or the file name of a ship
                                 "paper-cifar10.yaml.")
 LOG_DIR = "sweep-logs"  # under the results dir: one log per cell that `sweep local` ran
 # After SIGTERM a cell finishes its step and checkpoints every run; a cell that takes longer is killed (it then
-# resumes from its last checkpoint). The same margin as the Kubernetes grace period (jobs/sweep.py).
+# resumes from its last checkpoint). The same margin as the Kubernetes grace period (GRACE_SECONDS, jobs/sweep.py).
 STOP_WAIT_S = sw.GRACE_SECONDS
 
 
@@ -111,7 +112,7 @@ def sweep_local(spec: str = Spec,
     logs = log_folder(rdir, sweep.name)
     logs.mkdir(parents=True, exist_ok=True)
     todo, outcome = [], {}
-    for cell, state, _ in sw.states(sweep, rdir):
+    for cell, state, _ in states(sweep, rdir):
         if state == "completed":
             outcome[cell.index] = "skipped: completed before"
         elif state == "running":
@@ -194,7 +195,7 @@ def _schedule(sweep, todo, parallel, base, logs, outcome, stop) -> None:
 
 def _print_states(sweep, rdir, outcome) -> None:
     rows = []
-    for cell, state, runs in sw.states(sweep, rdir):
+    for cell, state, runs in states(sweep, rdir):
         done = [r for _, s, r in runs if s == "completed"]
         rows.append((cell.index, ",".join(map(str, cell.seeds)), outcome.get(cell.index, "not started"), state,
                      f"{len(done)}/{len(runs)}", _pct_mean([r.test_error for r in done])))
@@ -249,7 +250,7 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
     planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])
                for r in c.get("runs", [])}
     cells, both = [], []
-    for cell, state, runs in sw.states(sweep, rdir):
+    for cell, state, runs in states(sweep, rdir):
         out = []
         for cfg, run_state, row in runs:
             actual = row.train_seconds if row and run_state == "completed" else None
@@ -301,7 +302,7 @@ def sweep_render(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", show_default="the PVC resnet-study-data",
                                            help="s3://bucket/prefix filled by `resnet-study data push`: no data "
                                                 "volume."),
-    s3_secret: str = typer.Option(sw.S3_SECRET, help="Secret holding the bucket's AWS_* variables (with "
+    s3_secret: str = typer.Option(kubernetes.S3_SECRET, help="Secret holding the bucket's AWS_* variables (with "
                                                      "--results-dir / --data-dir s3://)."),
 ):
     """Print the Kubernetes manifest for the spec: PVCs (or buckets), the spec as a ConfigMap, an Indexed Job with
@@ -316,7 +317,7 @@ def sweep_render(
     if min_parallelism is not None and queue is None:
         raise StudyError("--min-parallelism is Kueue's partial admission: give it with --queue NAME")
     sweep = sw.load(spec)
-    sys.stdout.write(sw.render(sweep, sw.RenderOptions(
+    sys.stdout.write(kubernetes.render(sweep, kubernetes.RenderOptions(
         image=image, parallelism=parallelism, gpus=gpus, cpu=cpu, memory=memory,
         backoff_limit_per_index=backoff_limit_per_index, queue=queue, min_parallelism=min_parallelism,
         priority_class=priority_class, results_dir=results_dir and str(open_storage(results_dir)),
@@ -344,7 +345,7 @@ def _pct_mean(errors: list[float]) -> str:
 
 def _counts(states) -> str:
     c = Counter(states)
-    return ", ".join(f"{k} {c[k]}" for k in sw.CELL_STATES if c[k]) or "nothing"
+    return ", ".join(f"{k} {c[k]}" for k in CELL_STATES if c[k]) or "nothing"
 
 
 def _cli_command() -> list[str]:

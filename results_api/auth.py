@@ -23,10 +23,10 @@ from typing import Mapping, Optional
 from fastapi import Depends, HTTPException, Query
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..core import StudyError
+from ..core import StudyError, settings
 
-TOKEN_ENV = "RESNET_STUDY_API_TOKEN"
-TOKEN_FILE_ENV = "RESNET_STUDY_API_TOKEN_FILE"
+TOKEN_ENV = settings.API_TOKEN.name
+TOKEN_FILE_ENV = settings.API_TOKEN_FILE.name
 COOKIE = "resnet_study_token"
 COOKIE_MAX_AGE = 30 * 24 * 3600
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750's b64token: safe in a header and in a cookie

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..core import store
+from ..core import settings, store
 from ..core.config import default_milestones
 from ..core.vocab import CLASS_NAMES, layers
 from . import auth
@@ -161,7 +161,7 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
             print(f"published as generation {g} in {served} in {time.perf_counter() - t0:.1f} s", flush=True)
         port = _free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        env["RESNET_STUDY_RESULTS"] = served
+        env[settings.RESULTS.name] = served
         for name in (auth.TOKEN_ENV, auth.TOKEN_FILE_ENV):  # the benchmark's requests carry no token
             env.pop(name, None)
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from resnet_study.core import EXIT_RETRY, EXIT_SIGTERM, EXIT_USER_ERROR
-from resnet_study.jobs import sweep as sw
+from resnet_study.jobs import kubernetes, sweep as sw
 from tests.helpers import ROOT, cli_env, dockerfile_uid, parse_command, run_cli
 
 K8S = ROOT / "k8s"
@@ -119,8 +119,8 @@ def problems(docs: list[dict]) -> list[str]:
                     continue  # the service reads no data set
                 if str(value).startswith("s3://"):
                     refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
-                    if sw.S3_SECRET not in refs:
-                        out.append(f"{cw}: {name}={value} without the credentials Secret {sw.S3_SECRET}")
+                    if kubernetes.S3_SECRET not in refs:
+                        out.append(f"{cw}: {name}={value} without the credentials Secret {kubernetes.S3_SECRET}")
                     if env.get("RESNET_STUDY_CACHE") not in mounts:
                         out.append(f"{cw}: {name}={value} with no scratch volume for RESNET_STUDY_CACHE")
                 elif value not in mounts:
@@ -193,9 +193,9 @@ def problems(docs: list[dict]) -> list[str]:
                        f"checkpoint on SIGTERM")
         annotations = job["metadata"].get("annotations", {})
         envs = [{e["name"]: e.get("value") for e in c.get("env", [])} for c in spec["template"]["spec"]["containers"]]
-        if annotations.get(sw.INDEX_MODE_ANNOTATION) != sw.INDEX_MODE or any(
+        if annotations.get(kubernetes.INDEX_MODE_ANNOTATION) != sw.INDEX_MODE or any(
                 e.get(sw.INDEX_MODE_ENV) != sw.INDEX_MODE for e in envs):
-            out.append(f"Job {name}: the index mode ({sw.INDEX_MODE_ANNOTATION} annotation, {sw.INDEX_MODE_ENV} "
+            out.append(f"Job {name}: the index mode ({kubernetes.INDEX_MODE_ANNOTATION} annotation, {sw.INDEX_MODE_ENV} "
                        f"env) must say {sw.INDEX_MODE}")
         if spec.get("podReplacementPolicy") != "Failed":
             out.append(f"Job {name}: podReplacementPolicy must be Failed (a replacement pod never overlaps the old one)")
@@ -324,12 +324,12 @@ def test_fetch_data_job_fills_the_sweeps_data_claim():
     assert proc.returncode == 0 and proc.stdout.count("passed") == 2, proc.stdout + proc.stderr
     (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
     assert pvc == next(d for d in load_docs() if d["kind"] == "PersistentVolumeClaim"
-                       and d["metadata"]["name"] == sw.DATA_CLAIM)
+                       and d["metadata"]["name"] == kubernetes.DATA_CLAIM)
     (job,) = [d for d in docs if d["kind"] == "Job"]
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == dockerfile_uid()
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == sw.DATA_CLAIM
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == kubernetes.DATA_CLAIM
     (c,) = pod["containers"]
     assert c["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
     assert c["command"][:2] == ["python", "-c"]

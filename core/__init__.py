@@ -3,7 +3,7 @@ augmentation presets, the training recipe, the run record and the results store.
 or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
 
     vocab.py      the study's vocabulary, declared once: data sets, class names, shortcuts, presets, 6n+2
-    config.py     ExperimentConfig: one experiment, validated; its run id
+    config.py     RunConfig: one experiment, validated; its run id
     records.py    the run record (runs / epochs / confusion rows): one typed definition, the store's schema
     model.py      ResNet-(6n+2), shortcut A | B | none
     data.py       CIFAR-10 and Fashion-MNIST on disk -> uint8 tensors on the device, batched loader

@@ -33,14 +33,14 @@ from pathlib import Path
 import torch
 
 from . import EXIT_SIGINT, EXIT_SIGTERM, RetryLater, StudyError, Stopped, data, runtime, store
-from .config import ExperimentConfig, RunOptions, same_cell
+from .config import RunConfig, RunOptions, same_cell
 from .lease import Lease, RunBusy
 from .records import RunRecord
 from .storage import Storage
 from .train import LeaseLost, Progress, Run, Setting, resolve_device, resolve_precision, synchronize
 
 
-def train_cell(cfgs: list[ExperimentConfig], opts: RunOptions, log=print) -> list[RunRecord]:
+def train_cell(cfgs: list[RunConfig], opts: RunOptions, log=print) -> list[RunRecord]:
     """Train (or resume, or skip when finished) every run of one cell; returns the `runs` records of the runs
     that are completed now, in the order of `cfgs`. Raises RunBusy (exit 3) when `--if-running exit` left every
     run that was not completed to other processes, and Stopped on SIGTERM / SIGINT."""
@@ -58,7 +58,7 @@ def train_cell(cfgs: list[ExperimentConfig], opts: RunOptions, log=print) -> lis
     return [records[c.run_id] for c in cfgs if c.run_id in records]
 
 
-def _check_cell(cfgs: list[ExperimentConfig]) -> None:
+def _check_cell(cfgs: list[RunConfig]) -> None:
     if not cfgs:
         raise StudyError("a cell needs at least one seed; pass --seed S or --seeds 0,1,2")
     if not same_cell(cfgs):
@@ -68,7 +68,7 @@ def _check_cell(cfgs: list[ExperimentConfig]) -> None:
         raise StudyError(f"seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice; list each seed once")
 
 
-def _completed(results_dir: Storage, cfg: ExperimentConfig, log) -> RunRecord | None:
+def _completed(results_dir: Storage, cfg: RunConfig, log) -> RunRecord | None:
     previous = store.read_shard(results_dir, cfg.run_id)
     if previous and previous.run.status == "completed":
         log(f"{cfg.run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
@@ -77,7 +77,7 @@ def _completed(results_dir: Storage, cfg: ExperimentConfig, log) -> RunRecord | 
     return None
 
 
-def _train_todo(todo: list[ExperimentConfig], results_dir: Storage, opts: RunOptions, log) -> dict[str, RunRecord]:
+def _train_todo(todo: list[RunConfig], results_dir: Storage, opts: RunOptions, log) -> dict[str, RunRecord]:
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
     device = resolve_device(opts.device)
@@ -119,7 +119,7 @@ def _train_todo(todo: list[ExperimentConfig], results_dir: Storage, opts: RunOpt
     return records
 
 
-def _leave(held: list[ExperimentConfig], leases: dict[str, Lease], trained_some: bool, log) -> None:
+def _leave(held: list[RunConfig], leases: dict[str, Lease], trained_some: bool, log) -> None:
     """--if-running exit: the held runs are left to their holders; exit code 3 if this process trained nothing."""
     described = []
     for cfg in held:
@@ -133,7 +133,7 @@ def _leave(held: list[ExperimentConfig], leases: dict[str, Lease], trained_some:
     raise RunBusy(f"{what}; not waiting (--if-running exit); run the same command later, or with --if-running wait")
 
 
-def _drop_completed(cfgs, results_dir, leases, records, log) -> list[ExperimentConfig]:
+def _drop_completed(cfgs, results_dir, leases, records, log) -> list[RunConfig]:
     """The runs of `cfgs` still to train; completed ones go to `records` and give their lease back."""
     left = []
     for cfg in cfgs:

@@ -4,7 +4,7 @@ project's fast loop (core.train) is checked against (tests/test_fast_vs_classic.
 
 A torchvision data set of PIL images, per-sample torchvision transforms, DataLoader worker processes, the default
 memory format, fp32, the optimizer's default implementation and `loss.item()` every step. The model, its initial
-weights, the recipe (ExperimentConfig), the subsets and the normalisation are the fast loop's; only the data
+weights, the recipe (RunConfig), the subsets and the normalisation are the fast loop's; only the data
 pipeline and the step code differ.
 """
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from . import data
-from .config import ExperimentConfig
+from .config import RunConfig
 from .model import resnet
 from .train import EVAL_BATCH, resolve_device, synchronize
 
@@ -105,7 +105,7 @@ def classic_loader(dataset, batch_size: int, workers: int, device: torch.device,
     )
 
 
-def classic_optimizer(model, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+def classic_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
     """The recipe's SGD in the optimizer's default implementation (core.train.make_optimizer uses the fused one)."""
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
@@ -141,7 +141,7 @@ def classic_evaluate(model, loader, device) -> float:
     return 1 - correct / total
 
 
-def classic_train(cfg: ExperimentConfig, *, data_dir: Path | None = None, device: str = "cpu",
+def classic_train(cfg: RunConfig, *, data_dir: Path | None = None, device: str = "cpu",
                   workers: int = 2) -> dict:
     """Train `cfg` with the classic pipeline; returns {"test_error", "train_seconds"}.
 

@@ -1,15 +1,18 @@
-"""One experiment's configuration: the single source of truth for a run, and the run's identity.
+"""One run's configuration (`RunConfig`: an experiment and its seed): the single source of truth for a run, and the
+run's identity.
 
 A run's id is `<label>-<hash>`: the label is `--run-name` when given, else `resnet<layers><shortcut>-<dataset>-
 e<epochs>-s<seed>`; the hash is the first 10 hex digits of the SHA-256 of the identity fields in canonical JSON.
-Every field of `ExperimentConfig` is an identity field unless it is declared with `NOT_IDENTITY` (none is today):
+Every field of `RunConfig` is an identity field unless it is declared with `NOT_IDENTITY` (none is today):
 a field added later changes the run id of the experiments that set it, so two different experiments never share an
 id, and the same command finds the same run again (resume). Where and how to run (device, precision, threads, data
 dir, results dir, progress, how many seeds train together) are `RunOptions`, not fields of the experiment: they
 never change a run id.
 
-A *run* is one seed of one experiment (one `ExperimentConfig`, one run id); a *cell* is all seeds of one
-experiment (`cell_fields()` equal, seeds different), trained together in one process by `core.cell`.
+A *run* is one seed of one experiment (one `RunConfig`, one run id); a *cell* is all seeds of one experiment
+(`cell_fields()` equal, seeds different): the runs the results tables summarise, whichever processes trained them.
+`core.cell` trains some or all of a cell's runs in one process (`train --seeds`, one engine task); that is a way to
+train a cell, not another meaning of the word.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def default_milestones(epochs: int) -> list[int]:
     return sorted({m for m in (round(epochs * 0.5), round(epochs * 0.75)) if 1 <= m < epochs})
 
 
-class ExperimentConfig(BaseModel):
-    """The paper's recipe (§4.2) as defaults: SGD momentum 0.9, weight decay 1e-4, lr 0.1 /10 at milestones, batch 128."""
+class RunConfig(BaseModel):
+    """One run: the experiment (every field but `seed`; `cell_fields()`) and its seed. The paper's recipe (§4.2) as defaults: SGD momentum 0.9, weight decay 1e-4, lr 0.1 /10 at milestones, batch 128."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,7 +70,7 @@ class ExperimentConfig(BaseModel):
         return sorted(set(v))
 
     @model_validator(mode="after")
-    def _check_schedule(self) -> "ExperimentConfig":
+    def _check_schedule(self) -> "RunConfig":
         if not self.milestones:
             object.__setattr__(self, "milestones", default_milestones(self.epochs))
         beyond = [m for m in self.milestones if m > self.epochs]
@@ -111,15 +114,15 @@ class ExperimentConfig(BaseModel):
         return f"{label}-{digest}"
 
 
-    def with_seed(self, seed: int) -> "ExperimentConfig":
+    def with_seed(self, seed: int) -> "RunConfig":
         """The same experiment with another seed: another run of the same cell."""
-        return ExperimentConfig.model_validate({**self.model_dump(), "seed": seed})
+        return RunConfig.model_validate({**self.model_dump(), "seed": seed})
 
 
-def same_cell(configs: list[ExperimentConfig]) -> bool:
+def same_cell(configs: list[RunConfig]) -> bool:
     """Whether the configs are runs of one cell: equal in every cell field."""
-    first = {f: getattr(configs[0], f) for f in ExperimentConfig.cell_fields()}
-    return all({f: getattr(c, f) for f in ExperimentConfig.cell_fields()} == first for c in configs)
+    first = {f: getattr(configs[0], f) for f in RunConfig.cell_fields()}
+    return all({f: getattr(c, f) for f in RunConfig.cell_fields()} == first for c in configs)
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:

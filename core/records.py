@@ -1,7 +1,7 @@
 """The run record, typed once: what a run writes to its shard, what results.duckdb's tables hold (their columns
 and DuckDB types are derived from these models) and what the results service returns.
 
-    RunRecord        one row of `runs`: the run id, every ExperimentConfig field (derived from it: milestones an
+    RunRecord        one row of `runs`: the run id, every RunConfig field (derived from it: milestones an
                      integer list, BIGINT[] in DuckDB), then what the run measured and where it ran
     EpochRecord      one row of `epochs` per finished epoch
     ConfusionRecord  one row of `confusion` per (split, true class, predicted class) of the finished model
@@ -21,7 +21,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .config import ExperimentConfig
+from .config import RunConfig
 from .vocab import Status
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
@@ -54,7 +54,7 @@ class _RunOutcome(BaseModel):
     val_loss: Optional[float] = None
     val_error: Optional[float] = None
     error_message: Optional[str] = None
-    config: Optional[str] = Field(None, description="the full ExperimentConfig as JSON")
+    config: Optional[str] = Field(None, description="the full RunConfig as JSON")
     # provenance (core.runtime): what produced the run; the last process's, when it was resumed
     package_version: Optional[str] = None
     code_commit: Optional[str] = Field(None, description="git commit of the checkout, or the image's build arg")
@@ -80,9 +80,9 @@ def _is_optional(annotation) -> bool:
 
 
 def _experiment_fields() -> dict:
-    """ExperimentConfig's fields as record columns: the same names and value types, all nullable (a record of an
+    """RunConfig's fields as record columns: the same names and value types, all nullable (a record of an
     older version may lack one), without the validation."""
-    return {name: (_optional(f.annotation), None) for name, f in ExperimentConfig.model_fields.items()}
+    return {name: (_optional(f.annotation), None) for name, f in RunConfig.model_fields.items()}
 
 
 RunRecord = create_model(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import RetryLater, StudyError, data, runtime, store
-from .config import ExperimentConfig, RunOptions
+from .config import RunConfig, RunOptions
 from .lease import Lease
 from .model import param_count, resnet
 from .records import ConfusionRecord, EpochRecord, RunRecord
@@ -93,7 +93,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig, lr: torch.Tensor) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, lr: torch.Tensor) -> torch.optim.Optimizer:
     """The paper's SGD with momentum and weight decay. Fused: one kernel per update that reads the lr from a device
     tensor, which the schedule changes in place (`lr.fill_`): a float lr would be frozen into a captured CUDA
     graph, and the foreach path reads a tensor lr back to the host every step."""
@@ -188,7 +188,7 @@ class Run:
     own validation split and normalisation statistics, so a run trained inside a cell is the run `train --seed s`
     makes."""
 
-    def __init__(self, cfg: ExperimentConfig, ds: data.DataSet, setting: Setting, lease: Lease):
+    def __init__(self, cfg: RunConfig, ds: data.DataSet, setting: Setting, lease: Lease):
         self.cfg, self.run_id, self.ds, self.setting, self.lease = cfg, cfg.run_id, ds, setting, lease
         device = setting.device
         torch.manual_seed(cfg.seed)

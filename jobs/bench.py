@@ -5,7 +5,7 @@ classic peer. The harness only: the loop is core.train's, the classic peer core.
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json
     resnet-study bench train --device cuda --n 3 --dataset cifar10          # bench/gpu.sh runs the GPU set
 
-Same model (ResNet-(6n+2), same initial weights), recipe (ExperimentConfig's defaults), batch size and number of
+Same model (ResNet-(6n+2), same initial weights), recipe (RunConfig's defaults), batch size and number of
 timed steps for every pipeline; warm-up steps are never timed. The pipelines run interleaved, in rounds (each
 round: W untimed steps, then S timed steps, for each pipeline in turn), so a change in machine load hits all of
 them alike; the figure per pipeline is the median over rounds.
@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from ..core import StudyError, classic, data, runtime
-from ..core.config import ExperimentConfig
+from ..core.config import RunConfig
 from ..core.model import param_count, resnet
 from ..core.train import (EVAL_BATCH, device_name, evaluate, make_optimizer, now, resolve_device, resolve_precision,
                           synchronize, train_one_epoch)
@@ -141,7 +141,7 @@ def _forever(loader):
         yield from loader
 
 
-RECIPE = ExperimentConfig()  # the paper's optimizer settings, for (a) and (b)
+RECIPE = RunConfig()  # the paper's optimizer settings, for (a) and (b)
 
 
 class Pipeline:

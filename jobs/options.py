@@ -1,7 +1,7 @@
 """The Typer options and output helpers that several commands share (a leaf: imports only core's config).
 
 The experiment's options (`train`) and the run options (`train`, `sweep run`, `sweep local`) are generated from the
-fields of core.config.ExperimentConfig and core.config.RunOptions: name, type, default and help come from the
+fields of core.config.RunConfig and core.config.RunOptions: name, type, default and help come from the
 field, so a field added there appears on the command line with no edit here. `run_options_argv` turns a
 RunOptions back into the options that make it: the one place an argv is built from it (`sweep local`)."""
 
@@ -21,7 +21,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from ..core import StudyError, settings
-from ..core.config import ExperimentConfig, RunOptions, parse_seeds
+from ..core.config import RunConfig, RunOptions, parse_seeds
 from ..core.store import results_location
 from ..core.vocab import DEVICES, PRECISIONS, check_choice
 
@@ -91,9 +91,9 @@ def _parameter(name: str, field) -> inspect.Parameter:
 
 
 def experiment_parameters() -> list[inspect.Parameter]:
-    """Every ExperimentConfig field as an option, the seed as `--seed S` / `--seeds 0,1,2`."""
-    params = [_parameter(name, f) for name, f in ExperimentConfig.model_fields.items() if name != "seed"]
-    seed_help = ExperimentConfig.model_fields["seed"].description
+    """Every RunConfig field as an option, the seed as `--seed S` / `--seeds 0,1,2`."""
+    params = [_parameter(name, f) for name, f in RunConfig.model_fields.items() if name != "seed"]
+    seed_help = RunConfig.model_fields["seed"].description
     params.insert(5, inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
                                        default=typer.Option(None, min=0, show_default="0", help=seed_help)))
     params.insert(6, inspect.Parameter("seeds", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
@@ -141,20 +141,20 @@ def parse_int_list(text: Optional[str], option: str) -> list[int]:
         raise StudyError(f"{option} takes comma-separated epoch numbers, e.g. {option} 82,123 (got {text!r})") from None
 
 
-def experiments_from(values: dict) -> list[ExperimentConfig]:
+def experiments_from(values: dict) -> list[RunConfig]:
     """The runs an invocation of `train` asks for: one per seed (`--seed S`, `--seeds ...`, else seed 0). Pops the
     experiment's values from `values`."""
     seed, seeds = values.pop("seed"), values.pop("seeds")
-    fields = {name: values.pop(name) for name in list(values) if name in ExperimentConfig.model_fields}
+    fields = {name: values.pop(name) for name in list(values) if name in RunConfig.model_fields}
     if seed is not None and seeds is not None:
         raise StudyError(f"--seed and --seeds both given; write --seeds {seed},... for several seeds, or --seed "
                          f"{seed} alone")
     seed_list = parse_seeds(seeds) if seeds is not None else [seed or 0]
     fields["milestones"] = parse_int_list(fields.get("milestones"), "--milestones")
     try:
-        return [ExperimentConfig(**fields, seed=s) for s in seed_list]
+        return [RunConfig(**fields, seed=s) for s in seed_list]
     except ValidationError as e:
-        raise StudyError(validation_error_line(e, ExperimentConfig)) from None
+        raise StudyError(validation_error_line(e, RunConfig)) from None
 
 
 def run_options_from(values: dict, **fixed) -> RunOptions:

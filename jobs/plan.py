@@ -27,14 +27,14 @@ from pathlib import Path
 
 from ..core import StudyError, runtime, store
 from ..core.storage import Storage
-from ..core.config import ExperimentConfig
+from ..core.config import RunConfig
 from ..core.vocab import TRAIN_IMAGES
 from .sweep import Sweep
 
 PLAN_DIR = "sweep-plans"
 
 
-def train_images(cfg: ExperimentConfig) -> int:
+def train_images(cfg: RunConfig) -> int:
     """Training images per epoch: the first train_limit of the full set, less the validation split."""
     full = TRAIN_IMAGES[cfg.dataset]
     return min(cfg.train_limit or full, full) - cfg.val_split
@@ -86,7 +86,7 @@ def _measured(rates: list[tuple[int, float]], cell_runs: int) -> tuple[float, st
     return statistics.median(chosen), f"measured ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
 
 
-def _bench_rate(cfg: ExperimentConfig, device: str, threads: int) -> float:
+def _bench_rate(cfg: RunConfig, device: str, threads: int) -> float:
     from .bench import BenchOptions, run_bench
 
     res = run_bench(BenchOptions(device=device, n=cfg.n, shortcut=cfg.shortcut, dataset=cfg.dataset,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core import store
-from ..core.config import ExperimentConfig
+from ..core.config import RunConfig
 from ..core.lease import read_holder
 from ..core.records import RunRecord
 from .sweep import Cell, Sweep
@@ -15,7 +15,7 @@ STATES = ("completed", "running", "interrupted", "failed", "missing")
 CELL_STATES = ("completed", "running", "partial", "interrupted", "failed", "missing")
 
 
-def run_state(results_dir: Path, cfg: ExperimentConfig) -> tuple[str, RunRecord | None]:
+def run_state(results_dir: Path, cfg: RunConfig) -> tuple[str, RunRecord | None]:
     """(state, the run's `runs` record or None). States: see STATES.
 
     - completed / failed / interrupted: as the run's shard says (interrupted: stopped on a signal, resumable);
@@ -46,7 +46,7 @@ def cell_state(run_states: list[str]) -> str:
     return "partial" if kinds == {"completed", "missing"} else "interrupted"
 
 
-def states(sweep: Sweep, results_dir: Path) -> list[tuple[Cell, str, list[tuple[ExperimentConfig, str, RunRecord | None]]]]:
+def states(sweep: Sweep, results_dir: Path) -> list[tuple[Cell, str, list[tuple[RunConfig, str, RunRecord | None]]]]:
     """(cell, its state, [(run, its state, its record)]) for every cell."""
     out = []
     for cell in sweep.cells:

@@ -8,7 +8,7 @@
     extra:  [{n: 18, shortcut: A, warmup_epochs: 1}]
     seeds:  3                      # a count (seeds 0..k-1) or a list, e.g. [0, 1, 2]: the runs of every cell
 
-Any `ExperimentConfig` field except `seed` may be a grid axis, a fixed field or an extra-cell field; `grid` may
+Any `RunConfig` field except `seed` may be a grid axis, a fixed field or an extra-cell field; `grid` may
 also be a list of grids (each expanded on its own, in order). Unknown keys are rejected, naming the key.
 
 A *cell* is one experiment with all its seeds (its runs); it is what is scheduled, trained (in one process, on one
@@ -21,7 +21,7 @@ JOB_COMPLETION_INDEX) is stable and documented:
 Seeds are not part of the index: adding seeds gives every cell more runs under the same index (running the
 sweep again trains only the new runs), so nothing renumbers. Adding a grid value does renumber the cells after
 it: to extend a running study, append an `extra` cell or a new grid at the end. Results live under run ids
-(`ExperimentConfig.run_id`), never under indices.
+(`RunConfig.run_id`), never under indices.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core import StudyError, settings
-from ..core.config import ExperimentConfig
+from ..core.config import RunConfig
 
 SPEC_DIR = Path(__file__).resolve().parent  # the specs shipped with the package (jobs/*.yaml)
-SPEC_FIELDS = tuple(f for f in ExperimentConfig.model_fields if f != "seed")  # what a spec may set
+SPEC_FIELDS = tuple(f for f in RunConfig.model_fields if f != "seed")  # what a spec may set
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"  # a DNS label short enough for Job + pod names
 
 
@@ -99,10 +99,10 @@ class Cell:
     """All seeds of one experiment: its runs in the spec's seed order."""
 
     index: int
-    runs: tuple[ExperimentConfig, ...]
+    runs: tuple[RunConfig, ...]
 
     @property
-    def config(self) -> ExperimentConfig:
+    def config(self) -> RunConfig:
         """The experiment (its first run): every field but the seed is the same for all runs."""
         return self.runs[0]
 
@@ -129,7 +129,7 @@ class Sweep:
         return len(self.cells)
 
     @property
-    def runs(self) -> list[ExperimentConfig]:
+    def runs(self) -> list[RunConfig]:
         """Every run of every cell, cell by cell."""
         return [r for c in self.cells for r in c.runs]
 
@@ -139,9 +139,9 @@ class Sweep:
         return self.cells[index]
 
     def varying(self) -> list[str]:
-        """The fields (but the seed) that differ between cells, in `ExperimentConfig` order: the columns worth
+        """The fields (but the seed) that differ between cells, in `RunConfig` order: the columns worth
         showing."""
-        fields = [f for f in ExperimentConfig.model_fields if f != "seed"
+        fields = [f for f in RunConfig.model_fields if f != "seed"
                   and len({json.dumps(getattr(c.config, f)) for c in self.cells}) > 1]
         return fields or ["n"]
 
@@ -163,7 +163,7 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[Cell]:
         runs = []
         for seed in spec.seed_list:
             try:
-                cfg = ExperimentConfig(**{**spec.fixed, **setting, "seed": seed})
+                cfg = RunConfig(**{**spec.fixed, **setting, "seed": seed})
             except ValidationError as e:
                 err = e.errors()[0]
                 key = str(err["loc"][0]) if err["loc"] else "cell"

@@ -2,8 +2,8 @@
 comparisons between cells and the published numbers, the claims. User input only ever arrives as bound parameters;
 column names come from core.records, never from a request.
 
-A **cell** is one experiment over seeds: the completed runs that agree on every identity field of ExperimentConfig
-except the seed and the run name (`ExperimentConfig.cell_fields()`). Runs on 5 000 images, with another lr or with a
+A **cell** is one experiment over seeds: the completed runs that agree on every identity field of RunConfig
+except the seed and the run name (`RunConfig.cell_fields()`). Runs on 5 000 images, with another lr or with a
 45k/5k split are other experiments, never averaged with the paper recipe. The comparison table puts depth (layers) x
 epoch budget across and data set x metric x **variant** down, where a variant is everything else a cell fixes
 (shortcut, augmentation, optimizer settings, schedule, training set), labelled by what differs from the paper's
@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from ..core import StudyError, store
-from ..core.config import ExperimentConfig, default_milestones
+from ..core.config import RunConfig, default_milestones
 from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS
 from ..core.vocab import TEST_IMAGES, TRAIN_IMAGES
 from . import stats
@@ -33,7 +33,7 @@ RUN_LIST_COLUMNS = tuple(c for c in RUN_COLUMNS if c != "config")  # the full co
 RUN_FILTERS = ("dataset", "n", "shortcut", "epochs", "augment", "status")
 METRIC_SQL = {"test_error_pct": "100 * test_error", "train_seconds": "train_seconds"}
 # A row of the table: the cell fields without the data set (a row dimension of its own) and the columns (n, epochs).
-VARIANT_FIELDS = tuple(f for f in ExperimentConfig.cell_fields() if f not in ("dataset", "n", "epochs"))
+VARIANT_FIELDS = tuple(f for f in RunConfig.cell_fields() if f not in ("dataset", "n", "epochs"))
 PAPER_RECIPE = "paper recipe"
 
 
@@ -212,8 +212,8 @@ class Variant:
         return not self.differences()
 
     def differences(self) -> list[str]:
-        """What differs from the paper's recipe (ExperimentConfig's defaults, the full training set), in words."""
-        defaults = ExperimentConfig.model_fields
+        """What differs from the paper's recipe (RunConfig's defaults, the full training set), in words."""
+        defaults = RunConfig.model_fields
         values = dict(self.fields)
         return [_describe(name, value, self.dataset, values) for name, value in self.fields
                 if value != ("default" if name == "milestones" else defaults[name].default)]
@@ -413,7 +413,7 @@ class Finding:
 
 def claim_variant(claim: Claim) -> Variant:
     """The paper's recipe on the claim's data set, with its shortcut and training set."""
-    values = {f: ExperimentConfig.model_fields[f].default for f in VARIANT_FIELDS}
+    values = {f: RunConfig.model_fields[f].default for f in VARIANT_FIELDS}
     values.update(milestones="default", shortcut=claim.shortcut, val_split=claim.val_split)
     return Variant(claim.dataset, tuple((f, values[f]) for f in VARIANT_FIELDS))
 

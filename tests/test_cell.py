@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from resnet_study.core import EXIT_SIGTERM, data
-from resnet_study.core.config import ExperimentConfig, RunOptions
+from resnet_study.core.config import RunConfig, RunOptions
 from resnet_study.core.lease import LEASE_NAME
 from tests.helpers import CLI, cli_env, query, run_cli, run_cli_many
 
@@ -42,7 +42,7 @@ def cell_args(results, *extra) -> list:
 
 
 def run_ids() -> list[str]:
-    cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs=EPOCHS, train_limit=640, test_limit=200, val_split=64)
+    cfg = RunConfig(n=1, dataset="fashion-mnist", epochs=EPOCHS, train_limit=640, test_limit=200, val_split=64)
     return [cfg.with_seed(s).run_id for s in SEEDS]
 
 
@@ -114,7 +114,7 @@ def test_each_run_in_a_cell_draws_its_own_orders_and_augmentations(tmp_path, mon
         return x, y
 
     monkeypatch.setattr(data.DeviceLoader, "batch", recording_batch)
-    cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs=2, train_limit=384, test_limit=100, augment="report")
+    cfg = RunConfig(n=1, dataset="fashion-mnist", epochs=2, train_limit=384, test_limit=100, augment="report")
 
     def sequences(results, seeds) -> list[list]:
         seen.clear()

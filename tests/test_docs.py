@@ -648,7 +648,7 @@ def test_the_store_table_in_the_docs_is_the_schema():
         m = re.match(r"^\| `(\w+)` \| (.*) \|$", line)
         if m:
             cells = re.sub(r"\([^()]*\)", "", m.group(2))  # values and notes in parentheses are not columns
-            documented[m.group(1)] = [c for c in CODE_SPAN.findall(cells) if c != "ExperimentConfig"]
+            documented[m.group(1)] = [c for c in CODE_SPAN.findall(cells) if c != "RunConfig"]
     assert set(documented) == set(TABLES), f"docs/store.md documents tables {sorted(documented)}"
     for table, columns in TABLES.items():
         assert documented[table] == list(columns), (

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from resnet_study.core import data
-from resnet_study.core.config import ExperimentConfig
+from resnet_study.core.config import RunConfig
 from resnet_study.core.model import resnet
 from resnet_study.core.train import make_optimizer, train_step
 from tests.helpers import CLI, ROOT, cli_env, query
@@ -39,8 +39,8 @@ TRAIN, TEST, EPOCHS, SEED = 8000, 5000, 4, 0
 CLASSIC = f"""
 import json, torch
 from resnet_study.core.classic import classic_train
-from resnet_study.core.config import ExperimentConfig
-cfg = ExperimentConfig(n=1, dataset="fashion-mnist", epochs={EPOCHS}, train_limit={TRAIN}, test_limit={TEST},
+from resnet_study.core.config import RunConfig
+cfg = RunConfig(n=1, dataset="fashion-mnist", epochs={EPOCHS}, train_limit={TRAIN}, test_limit={TEST},
                        seed={SEED}, augment="paper")
 print(json.dumps(classic_train(cfg, device="cpu", workers=0)))
 """
@@ -115,7 +115,7 @@ def test_bf16_path_tracks_fp32_over_fixed_steps(fashion_mnist_available):
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = resnet(1).to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, ExperimentConfig(n=1), torch.tensor(0.1))
+        optimizer = make_optimizer(model, RunConfig(n=1), torch.tensor(0.1))
         seen = []
         model.fc.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
         losses[precision] = []

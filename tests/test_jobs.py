@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from resnet_study.core.lease import LEASE_NAME
-from resnet_study.core.config import ExperimentConfig
+from resnet_study.core.config import RunConfig
 from tests.helpers import CLI, FASHION_MNIST_DEBIAN, ROOT, cli_env, query, run_cli, run_cli_many, \
     store_fingerprint
 
@@ -151,7 +151,7 @@ def test_the_lease_of_a_killed_run_is_taken_over_and_if_running_exit(tmp_path, f
     results = tmp_path / "results"
     args = [*TINY, "--epochs", "3", "--results-dir", str(results)]
     # a live holder (this test process, through the lease API): --if-running exit leaves the run to it, exit 3
-    run_id = ExperimentConfig(n=1, dataset="fashion-mnist", train_limit=512, test_limit=200, epochs=3).run_id
+    run_id = RunConfig(n=1, dataset="fashion-mnist", train_limit=512, test_limit=200, epochs=3).run_id
     holder = Lease(results / "runs" / run_id, run_id, log=lambda m: None)
     assert holder.try_acquire()
     try:

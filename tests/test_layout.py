@@ -1,5 +1,5 @@
 """The shape of the code: one import package, imports that point one way, each word of the vocabulary declared
-once, one typed run record whose typos fail and whose identity follows ExperimentConfig."""
+once, one typed run record whose typos fail and whose identity follows RunConfig."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from resnet_study.core.config import ExperimentConfig
+from resnet_study.core.config import RunConfig
 from resnet_study.core.records import RunRecord, TABLES, sql_columns
 from tests.helpers import ROOT
 
@@ -210,7 +210,7 @@ def test_a_misspelt_record_field_fails_at_once():
 
 def test_the_schema_is_the_records():
     assert TABLES["runs"] == sql_columns(RunRecord)
-    config_fields = set(ExperimentConfig.model_fields)
+    config_fields = set(RunConfig.model_fields)
     assert config_fields <= set(TABLES["runs"])  # every config field is a column, with its own type
     assert TABLES["runs"]["milestones"] == "BIGINT[]" and TABLES["runs"]["shortcut"] == "VARCHAR"
     assert TABLES["runs"]["device_type"] == TABLES["runs"]["device_name"] == "VARCHAR" and "device" not in TABLES["runs"]
@@ -218,19 +218,19 @@ def test_the_schema_is_the_records():
 
 
 def test_identity_is_every_config_field_unless_marked():
-    assert ExperimentConfig.identity_fields() == tuple(ExperimentConfig.model_fields)
+    assert RunConfig.identity_fields() == tuple(RunConfig.model_fields)
 
-    class WithMomentumSchedule(ExperimentConfig):  # a field a later version might add
+    class WithMomentumSchedule(RunConfig):  # a field a later version might add
         nesterov: bool = False
 
-    class WithNote(ExperimentConfig):
+    class WithNote(RunConfig):
         note: str = pydantic.Field("", json_schema_extra={"identity": False})
 
-    base = ExperimentConfig(n=3)
+    base = RunConfig(n=3)
     assert WithMomentumSchedule(n=3, nesterov=True).run_id != base.run_id  # a new field changes the id
     assert WithNote(n=3, note="x").run_id == base.run_id  # unless it is marked as not identity
-    assert "seed" not in ExperimentConfig.cell_fields() and "run_name" not in ExperimentConfig.cell_fields()
-    assert set(ExperimentConfig.cell_fields()) | {"seed", "run_name"} == set(ExperimentConfig.identity_fields())
+    assert "seed" not in RunConfig.cell_fields() and "run_name" not in RunConfig.cell_fields()
+    assert set(RunConfig.cell_fields()) | {"seed", "run_name"} == set(RunConfig.identity_fields())
 
 
 def test_run_ids_of_an_old_store_are_found_again(old_store):
@@ -239,7 +239,7 @@ def test_run_ids_of_an_old_store_are_found_again(old_store):
 
     for folder in sorted((old_store / "runs").iterdir()):
         shard = store.read_shard(old_store, folder.name)
-        assert ExperimentConfig.model_validate_json(shard.run.config).run_id == folder.name
+        assert RunConfig.model_validate_json(shard.run.config).run_id == folder.name
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from resnet_study.core.config import ExperimentConfig, default_milestones
+from resnet_study.core.config import RunConfig, default_milestones
 from resnet_study.core.model import param_count, resnet
 from tests.helpers import run_cli
 
@@ -23,7 +23,7 @@ def weighted_layers(net: torch.nn.Module) -> int:
 @pytest.mark.parametrize("n", sorted(PAPER))
 def test_layers_and_params_match_the_paper(n):
     name_layers, params_m = PAPER[n]
-    assert ExperimentConfig(n=n).layers == name_layers
+    assert RunConfig(n=n).layers == name_layers
     for shortcut in ("A", "B", "none"):
         assert weighted_layers(resnet(n, shortcut)) == name_layers
     params = param_count(resnet(n, "A"))
@@ -94,26 +94,26 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_state():
 
 
 def test_lr_schedule_milestones_and_warmup():
-    cfg = ExperimentConfig(epochs=164, milestones=[82, 123], warmup_epochs=1)
+    cfg = RunConfig(epochs=164, milestones=[82, 123], warmup_epochs=1)
     assert [cfg.lr_at(e) for e in (1, 2, 82, 83, 123, 124, 164)] == [0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     assert default_milestones(20) == [10, 15] and default_milestones(100) == [50, 75]
-    assert ExperimentConfig(epochs=20).milestones == [10, 15]  # each epoch budget has its own schedule
-    assert ExperimentConfig(epochs=1).milestones == []
+    assert RunConfig(epochs=20).milestones == [10, 15]  # each epoch budget has its own schedule
+    assert RunConfig(epochs=1).milestones == []
 
 
 def test_run_id_is_stable_and_tells_configs_apart():
-    a = ExperimentConfig(n=7, dataset="cifar10", epochs=50)
-    assert a.run_id == ExperimentConfig(n=7, dataset="cifar10", epochs=50).run_id
+    a = RunConfig(n=7, dataset="cifar10", epochs=50)
+    assert a.run_id == RunConfig(n=7, dataset="cifar10", epochs=50).run_id
     assert a.run_id.startswith("resnet44A-cifar10-e50-s0-")
-    others = {ExperimentConfig(n=7, dataset="cifar10", epochs=50, seed=1).run_id,
-              ExperimentConfig(n=7, dataset="cifar10", epochs=100).run_id,
-              ExperimentConfig(n=7, dataset="cifar10", epochs=50, augment="report").run_id,
-              ExperimentConfig(n=7, dataset="cifar10", epochs=50, run_name="mine").run_id}
+    others = {RunConfig(n=7, dataset="cifar10", epochs=50, seed=1).run_id,
+              RunConfig(n=7, dataset="cifar10", epochs=100).run_id,
+              RunConfig(n=7, dataset="cifar10", epochs=50, augment="report").run_id,
+              RunConfig(n=7, dataset="cifar10", epochs=50, run_name="mine").run_id}
     assert a.run_id not in others and len(others) == 4
 
 
 def test_every_experiment_field_is_an_option_of_train_and_momentum_is_settable():
-    """The training options are generated from ExperimentConfig (jobs/options.py): every field but the seed is an
+    """The training options are generated from RunConfig (jobs/options.py): every field but the seed is an
     option with the field's default and description, the seed is --seed / --seeds, and a field a spec could always
     set (momentum, weight decay) is settable from the command line too. Parsed by the real CLI."""
     from typer.main import get_command
@@ -124,7 +124,7 @@ def test_every_experiment_field_is_an_option_of_train_and_momentum_is_settable()
 
     train = get_command(app).get_command(None, "train")
     options = {p.name: p for p in train.params}
-    for name, field in ExperimentConfig.model_fields.items():
+    for name, field in RunConfig.model_fields.items():
         if name == "seed":
             assert {"seed", "seeds"} <= set(options)
             continue

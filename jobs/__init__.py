@@ -12,7 +12,6 @@ imports it.
     data_cli.py     data push|fetch: a data set in a bucket, for pods with no data volume
     plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared
     bench_cli.py    bench train|runs|stop|api
-    bench.py        `bench train`'s harness: model-only, this loop, the classic peer
-    bench_runs.py   `bench runs|stop`: whole train processes sharing a machine, cells against processes
+    bench/          the benchmarks: train.py (`bench train`), runs.py (`bench runs|stop`), api.py (`bench api`)
     *.yaml          the shipped sweep specs
 """

@@ -8,8 +8,7 @@
     resnet-study bench stop --device cpu --n 18 --seeds 3             # SIGTERM to exit: the grace period a pod needs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
 
-What `bench train` measures, and how, is in jobs/bench.py; `bench runs` in jobs/bench_runs.py; `bench api` in
-results_api/bench.py.
+What each measures, and how: jobs/bench/ (train.py, runs.py, api.py).
 """
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ def bench_train(
     presets = [p.strip() for p in augment.split(",") if p.strip()]
     if not presets:
         raise StudyError("--augment: name at least one preset (paper, report, none)")
-    from .bench import BenchOptions, format_report, run_bench  # torch: imported only by the commands that train
+    from .bench.train import BenchOptions, format_report, run_bench  # torch: imported only by the commands that train
 
     opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
                         batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
@@ -108,7 +107,7 @@ def bench_runs(
     """Time P whole `train` processes at once (and, with --sequential, one after another; with --cells, against one
     cell of P runs): aggregate img/s and wall time per P. How many runs to pack on a GPU; whether concurrent runs
     share CPU cores gracefully; what a cell saves over separate processes."""
-    from . import bench_runs as br
+    from .bench import runs as br
 
     levels = _levels(processes, "--processes")
     args = _train_args(device, n, dataset, epochs, train_limit, test_limit, data_dir)
@@ -136,7 +135,7 @@ def bench_stop(
 ):
     """Time a cell from SIGTERM to its exit, mid-epoch: the step it finishes plus every run's checkpoint and shard.
     The Kubernetes grace period (terminationGracePeriodSeconds) must cover it."""
-    from .bench_runs import bench_stop as run_stop, format_stop_report
+    from .bench.runs import bench_stop as run_stop, format_stop_report
 
     args = _train_args(device, n, dataset, 100, train_limit, 1000, data_dir)
     res = run_stop(args, list(range(seeds)), repeats, log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -175,6 +174,6 @@ def bench_api(
         raise StudyError("--runs 1..1000000, --epochs 1..10000, --requests 1..10000")
     if results_dir is not None and store.results_location(results_dir).is_local:
         raise StudyError(f"--results-dir: give s3://bucket/prefix (got {results_dir!r}); a local store is --keep")
-    from ..results_api.bench import bench_api as run_bench_api  # FastAPI and the app: only this command
+    from .bench.api import bench_api as run_bench_api  # FastAPI and the app: only this command
 
     run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep, bucket=results_dir)

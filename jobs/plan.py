@@ -87,7 +87,7 @@ def _measured(rates: list[tuple[int, float]], cell_runs: int) -> tuple[float, st
 
 
 def _bench_rate(cfg: RunConfig, device: str, threads: int) -> float:
-    from .bench import BenchOptions, run_bench
+    from .bench.train import BenchOptions, run_bench
 
     res = run_bench(BenchOptions(device=device, n=cfg.n, shortcut=cfg.shortcut, dataset=cfg.dataset,
                                  augment=[cfg.augment], batch_size=cfg.batch_size, steps=6, warmup=3, rounds=1,

@@ -12,6 +12,5 @@ results store. Imports core, never jobs; the `resnet-study` commands that use it
     figures.py    the figures (matplotlib, Agg)
     report.py     `resnet-study report`: the whole study as static HTML + Markdown
     reference.py  the published numbers (core/reference/)
-    bench.py      `resnet-study bench api`: a synthetic store, the real server, latency per route
     templates/    the HTML (Jinja2) of the dashboard, the tables and the report
 """

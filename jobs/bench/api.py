@@ -24,10 +24,10 @@ from pathlib import Path
 
 import duckdb
 
-from ..core import settings, store
-from ..core.config import default_milestones
-from ..core.vocab import CLASS_NAMES, layers
-from . import auth
+from ...core import settings, store
+from ...core.config import default_milestones
+from ...core.vocab import CLASS_NAMES, layers
+from ...results_api import auth
 
 DEPTHS = (3, 5, 7, 9, 18)  # the paper's n
 

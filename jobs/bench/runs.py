@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..core import EXIT_SIGTERM, runtime
+from ...core import EXIT_SIGTERM, runtime
 
 
 def _train_command(args: list[str], seeds: list[int], results_dir: Path) -> list[str]:

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from ..core import StudyError, classic, data, runtime
-from ..core.config import RunConfig
-from ..core.model import param_count, resnet
-from ..core.train import (EVAL_BATCH, device_name, evaluate, make_optimizer, now, resolve_device, resolve_precision,
+from ...core import StudyError, classic, data, runtime
+from ...core.config import RunConfig
+from ...core.model import param_count, resnet
+from ...core.train import (EVAL_BATCH, device_name, evaluate, make_optimizer, now, resolve_device, resolve_precision,
                           synchronize, train_one_epoch)
-from ..core.vocab import AUGMENTS, layers
+from ...core.vocab import AUGMENTS, layers
 
 EPOCH_IMAGES = 50_000  # "epoch time" is quoted for a CIFAR-10-sized epoch on every data set
 

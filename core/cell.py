@@ -81,7 +81,7 @@ def _train_todo(todo: list[RunConfig], results_dir: Storage, opts: RunOptions, l
     # Everything that can fail because of the user's input fails here, before the store holds anything.
     store.ensure_writable(results_dir)
     device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
+    precision, precision_reason = resolve_precision(opts.precision, device)
     threads = opts.threads or runtime.default_threads()[0]
     torch.set_num_threads(threads)
     first = todo[0]
@@ -90,7 +90,8 @@ def _train_todo(todo: list[RunConfig], results_dir: Storage, opts: RunOptions, l
     full = data.DataSet(first.dataset, classes, train.to(device), test.to(device))  # one copy for every run
     datasets = {cfg.run_id: data.select(full, train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                         val_split=cfg.val_split, seed=cfg.seed) for cfg in todo}
-    provenance = runtime.provenance(torch, device, data.data_files(first.dataset, data_dir))
+    provenance = {**runtime.provenance(torch, device, data.data_files(first.dataset, data_dir)),
+                  "precision_reason": precision_reason}
     setting = Setting(opts=opts, results_dir=results_dir, device=device, precision=precision, threads=threads,
                       provenance=provenance, cell_runs=len(todo), log=log)
     if device.type == "cuda":

@@ -69,6 +69,8 @@ class _RunOutcome(BaseModel):
     hostname: Optional[str] = Field(None, description="the host, or the pod's name on Kubernetes")
     command: Optional[str] = None
     data_fingerprint: Optional[str] = Field(None, description="SHA-256 over the data files read (16 hex)")
+    precision_reason: Optional[str] = Field(None, description="what chose `precision`: the option, or for auto the "
+                                                              "CPU flag (avx512_bf16, amx_bf16) or GPU that decided")
 
 
 def _optional(annotation):

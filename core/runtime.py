@@ -209,6 +209,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU flags of hardware bf16 arithmetic (Linux /proc/cpuinfo names): Intel AMX, AVX512-BF16 (AMD Zen 4 and later,
+# Intel Cooper Lake / Sapphire Rapids), Arm's BF16 extension. Without one, oneDNN emulates bf16 and it costs ~10x fp32.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (x86 `flags`, Arm `Features`), read once; empty where /proc/cpuinfo is not there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bf16_flag(flags: frozenset[str] | set[str] | None = None) -> str | None:
+    """The first of BF16_CPU_FLAGS this CPU has (`flags`: this machine's when None), or None: bf16 is emulated."""
+    present = cpu_flags() if flags is None else flags
+    return next((f for f in BF16_CPU_FLAGS if f in present), None)
+
+
 def gpu_driver() -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

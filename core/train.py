@@ -12,7 +12,7 @@
   epoch's order, the position in it and the partial sums too), so the run resumes at that step and ends exactly as
   if it had never stopped. A `kill -9` at any moment leaves exactly one row per epoch after the re-run.
 - Hot path: data resident on the device as uint8, batched per-sample augmentation there, channels_last, bf16
-  autocast where the hardware computes in bf16 (`--precision auto`: CUDA, and CPUs with AMX), the lr a device
+  autocast where the hardware computes in bf16 (`--precision auto`: CUDA, and CPUs with AMX or AVX512-BF16), the lr a device
   tensor updated in place, metrics summed on the device and read once per epoch: no host synchronisation inside a
   step, so a step can be captured as a CUDA graph and replayed.
 
@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from .config import RunConfig, RunOptions
 from .lease import Lease
 from .model import param_count, resnet
 from .records import ConfusionRecord, EpochRecord, RunRecord
+from .storage import Storage
 from .vocab import DEVICES, NUM_CLASSES, PRECISIONS, check_choice
 
 EVAL_BATCH = 1000
@@ -62,25 +64,29 @@ def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (Intel AMX, Sapphire Rapids and later): there oneDNN runs the
-    convolutions under bf16 autocast much faster than fp32 (docs/benchmarks.md); elsewhere bf16 is emulated."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
+class PrecisionChoice(NamedTuple):
+    precision: str  # fp32 or bf16
+    reason: str  # what decided it, recorded per run (`precision_reason`)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: bf16 autocast where the hardware computes in bf16 (CUDA GPUs from Ampere on, AMX CPUs), else fp32.
+def resolve_precision(precision: str, device: torch.device, cpu_flags: frozenset[str] | None = None) -> PrecisionChoice:
+    """`auto`: bf16 autocast where the hardware computes in bf16 (CUDA GPUs from Ampere on; CPUs with a bf16 flag:
+    AMX, AVX512-BF16, Arm BF16, core.runtime.BF16_CPU_FLAGS), else fp32. On the CPU the flags are read once from
+    /proc/cpuinfo (`cpu_flags`: a given set instead, for tests). Measured on an AMD EPYC with avx512_bf16 and no AMX:
+    bf16 1.4-1.6x fp32 (docs/benchmarks.md); where bf16 is emulated (AVX2 only) it is ~10x slower, so fp32.
     bf16 autocast keeps fp32 weights, optimizer state and losses (tested); convolutions and matrix products run in
     bf16, and the activations between them are bf16.
     """
     if check_choice("--precision", "precision", precision, PRECISIONS) != "auto":
-        return precision
+        return PrecisionChoice(precision, f"--precision {precision}")
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    return "bf16" if cpu_has_bf16_units() else "fp32"
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return PrecisionChoice("bf16", "auto: the GPU computes bf16")
+        return PrecisionChoice("fp32", "auto: the GPU has no bf16 units")
+    flag = runtime.cpu_bf16_flag(cpu_flags)
+    if flag:
+        return PrecisionChoice("bf16", f"auto: CPU flag {flag}")
+    return PrecisionChoice("fp32", f"auto: no bf16 CPU flag ({', '.join(runtime.BF16_CPU_FLAGS)}): bf16 emulated")
 
 
 def autocast(device: torch.device, precision: str):
@@ -166,7 +172,7 @@ class Setting:
     """What the runs of one process share: where they run, in what precision, and what produced them."""
 
     opts: RunOptions
-    results_dir: object  # a Path (core.store)
+    results_dir: Storage  # the results store (core.storage), resolved once by the command
     device: torch.device
     precision: str
     threads: int

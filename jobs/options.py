@@ -1,4 +1,4 @@
-"""The Typer options and output helpers that several commands share (a leaf: imports only core's config).
+"""The Typer options and output helpers that several commands share (a leaf of jobs: imports only core).
 
 The experiment's options (`train`) and the run options (`train`, `sweep run`, `sweep local`) are generated from the
 fields of core.config.RunConfig and core.config.RunOptions: name, type, default and help come from the
@@ -23,36 +23,23 @@ from pydantic import BaseModel, ValidationError
 from ..core import StudyError, settings
 from ..core.config import RunConfig, RunOptions, parse_seeds
 from ..core.store import results_location
-from ..core.vocab import DEVICES, PRECISIONS, check_choice
+from ..core.vocab import check_choice
 
 ResultsDir = typer.Option(None, "--results-dir", envvar=settings.RESULTS.name, show_default="./results",
                           help=RunOptions.model_fields["results_dir"].description)
 DataDir = typer.Option(None, "--data-dir", envvar=settings.DATA.name, show_default="./data",
                        help=RunOptions.model_fields["data_dir"].description)
-Device = typer.Option("auto", help=f"{', '.join(DEVICES)}.")
-Precision = typer.Option("auto", help=f"{', '.join(PRECISIONS)}: auto is bf16 autocast on CUDA and on CPUs with "
-                                      "Intel AMX, else fp32. Like --device, not part of the run id.")
-Compile = typer.Option(False, "--compile", help="torch.compile the model (pays on long GPU runs).")
-Download = typer.Option(False, "--download", help="Allow a torchvision download into --data-dir.")
-Progress = typer.Option("auto", help="auto (bar on a terminal, JSON lines otherwise), bar or json.")
-Format = typer.Option("table", "--format", help="table, csv or json.")
-Threads = typer.Option(None, min=1, show_default="the CPUs this process may use",
-                       help="Intra-op CPU threads (default: OMP_NUM_THREADS, else the smallest of the affinity mask, "
-                            "the cgroup CPU quota and the Kubernetes CPU request). Recorded per run.")
-IfRunning = typer.Option("wait", help="When another process already trains this run: wait for it (then resume or "
-                                      "report it completed), or exit (code 3).")
-StrictResume = typer.Option(False, "--strict-resume", help="Refuse (exit 2) to resume a checkpoint made by other "
-                                                           "code or on other data; without it the change is logged "
-                                                           "and recorded per epoch.")
+# `bench` takes these two run options by hand (it has no RunOptions); their help is RunOptions' own.
+Device = typer.Option("auto", help=RunOptions.model_fields["device"].description)
+Precision = typer.Option("auto", help=RunOptions.model_fields["precision"].description)
 TokenFile = typer.Option(None, "--token-file", envvar=settings.API_TOKEN_FILE.name, show_default=False,
                          help="File holding the service's bearer token (a mounted Kubernetes Secret) (default: "
-                              "$RESNET_STUDY_API_TOKEN_FILE, else the token in $RESNET_STUDY_API_TOKEN).")
+                              f"${settings.API_TOKEN_FILE}, else the token in ${settings.API_TOKEN}).")
 ApiUrl = typer.Option(None, "--url", show_default=False,
                       help="Ask a running `resnet-study serve` at this address (e.g. http://localhost:8000) instead "
-                           "of opening a store; its token: $RESNET_STUDY_API_TOKEN or --token-file.")
-PROGRESS_MODES = ("auto", "bar", "json")
-IF_RUNNING = ("wait", "exit")
+                           f"of opening a store; its token: ${settings.API_TOKEN} or --token-file.")
 FORMATS = ("table", "csv", "json")
+Format = typer.Option("table", "--format", help="table, csv or json.")
 
 
 # ---------------------------------------------------------------- options generated from the config models

@@ -106,7 +106,7 @@ def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: boo
         where = "any GPU (none here)"
     else:
         dev = torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
-        name, precision = device_name(dev), resolve_precision("auto", dev)
+        name, precision = device_name(dev), resolve_precision("auto", dev).precision
         where = name
     rates = measured_rates(results_dir, name, precision)
     benched: dict[tuple, float] = {}

@@ -1,5 +1,5 @@
-"""`resnet-study results query|sync|table`, `resnet-study serve` and `resnet-study report`: the results store, the
-comparison table, the read-only service and the static report, from the command line.
+"""`resnet-study results query|sync|table|compare`, `resnet-study serve` and `resnet-study report`: the results store,
+the comparison table and its comparisons, the read-only service and the static report, from the command line.
 
     resnet-study results query "SELECT run_id, test_error FROM runs"
     resnet-study results table [--dataset fashion-mnist] [--metric test_error_pct] [--all] [--format table|csv|markdown]

@@ -46,7 +46,7 @@ def test_prints_three_throughputs_and_ratios_and_saves_json(tmp_path, fashion_mn
     assert res["ratios"]["report_cost_over_paper"] == pytest.approx(rate["b:paper"] / rate["b:report"] - 1)
     assert pipes["b:report"]["loader_ms_per_batch"] > 0
     assert res["options"]["steps"] == 2 and res["model"] == "ResNet-8" and res["device_type"] == "cpu"
-    auto = resolve_precision("auto", torch.device("cpu"))  # what `train` would use here
+    auto = resolve_precision("auto", torch.device("cpu")).precision  # what `train` would use here
     assert res["precision"] == auto and f"(a) and (b) in {auto}" in out
     assert pipes["a"]["label"].endswith(f", {auto})") and pipes["c:paper"]["label"].endswith(", fp32)")
     assert len(res["load_avg_start"]) == 3 and res["data_source"] == "real"

@@ -13,7 +13,10 @@ import time
 
 import pytest
 
+import torch
+
 from resnet_study.core import runtime
+from resnet_study.core.train import resolve_precision
 from resnet_study.core.lease import LEASE_NAME, Lease, RunBusy, read_holder
 
 
@@ -171,3 +174,21 @@ def test_data_fingerprint_is_cached_beside_the_files_and_follows_their_content(t
 def test_source_hash_covers_the_three_packages():
     files = [p for pkg in runtime.SUBPACKAGES for p in (runtime.PACKAGE_ROOT / pkg).rglob("*.py")]
     assert len(files) > 25 and len(runtime.source_hash()) == 16
+
+
+def test_auto_precision_follows_the_cpus_bf16_flags():
+    """`--precision auto` on a CPU: bf16 where a flag says the CPU multiplies bf16 in hardware (AMX, AVX512-BF16 on
+    AMD Zen 4, Arm BF16), fp32 where bf16 would be emulated (AVX2 only); the reason names what decided it."""
+    cpu = torch.device("cpu")
+    zen4 = frozenset({"sse4_2", "avx2", "avx512f", "avx512_bf16"})
+    sapphire = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+    epyc_avx2 = frozenset({"sse4_2", "avx2", "fma"})
+    assert resolve_precision("auto", cpu, zen4) == ("bf16", "auto: CPU flag avx512_bf16")
+    assert resolve_precision("auto", cpu, sapphire) == ("bf16", "auto: CPU flag amx_bf16")
+    fp32 = resolve_precision("auto", cpu, epyc_avx2)
+    assert fp32.precision == "fp32" and fp32.reason.startswith("auto: no bf16 CPU flag")
+    assert resolve_precision("fp32", cpu, zen4) == ("fp32", "--precision fp32")  # given: the flags do not matter
+    assert resolve_precision("bf16", cpu, epyc_avx2) == ("bf16", "--precision bf16")
+    # this machine's flags, read once from /proc/cpuinfo
+    here = runtime.cpu_flags()
+    assert resolve_precision("auto", cpu).precision == ("bf16" if runtime.cpu_bf16_flag(here) else "fp32")

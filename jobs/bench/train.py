@@ -12,7 +12,7 @@ them alike; the figure per pipeline is the median over rounds.
 
 (a) model-only: one synthetic batch, already normalised, in channels_last, on the device, fed to
     core.train.train_one_epoch S times: the ceiling for any data pipeline with this model and this step code.
-    (a) and (b) run in `--precision` (default auto: bf16 autocast on CUDA and on CPUs with AMX, as `train` does).
+    (a) and (b) run in `--precision` (default auto: bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, as `train` does).
 (b) this project's loop: core.train.train_one_epoch over core.data.DeviceLoader on real data (Fashion-MNIST from
     Debian's package or --data-dir; CIFAR-10 from --data-dir, or CIFAR-10-shaped generated images where it is
     absent) with the chosen augmentation preset, batched on the device.
@@ -229,7 +229,7 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     if opts.steps < 1 or opts.rounds < 1 or opts.warmup < 0:
         raise StudyError("--steps and --rounds must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
+    precision = resolve_precision(opts.precision, device).precision
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if device.type == "cuda":

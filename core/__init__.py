@@ -2,11 +2,13 @@
 augmentation presets, the training recipe, the run record and the results store. Knows nothing of HTTP, Kubernetes
 or the CLI; imports neither `resnet_study.jobs` nor `resnet_study.results_api`.
 
-    vocab.py      the study's vocabulary, declared once: data sets, class names, shortcuts, presets, 6n+2
+    vocab.py      the study's vocabulary, declared once: shortcuts, presets, devices, statuses, 6n+2
+    datasets.py   the data sets, declared once: built-ins (titles, classes, sizes, layouts) and the user's own
     config.py     RunConfig: one experiment, validated; its run id
     records.py    the run record (runs / epochs / confusion rows): one typed definition, the store's schema
     model.py      ResNet-(6n+2), shortcut A | B | none
-    data.py       CIFAR-10 and Fashion-MNIST on disk -> uint8 tensors on the device, batched loader
+    data.py       the data sets' files on disk -> uint8 tensors on the device, batched loader
+    userdata.py   the user's folder or .npz -> uint8 3x32x32 arrays, decoded once and cached by content
     augment.py    per-sample batched augmentation presets (paper, report, none)
     train.py      one run: the recipe's schedule, the step, evaluation, its checkpoint (mid-epoch too) and record
     cell.py       a cell: all seeds of one experiment trained in one process, from one copy of the data set;

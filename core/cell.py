@@ -10,8 +10,10 @@ images (one copy in memory, on the device) and the process (one torch, one CUDA 
 
 Execution: the runs advance one step each in turn. On a CPU that is as fast as running them one after another
 (each step already uses every thread) and the step of each run is unchanged, so every run's rows and weights are
-bit-identical to its single run's (tested). A run whose epoch ends is evaluated and checkpointed while the others
-wait; runs resumed at different epochs or steps simply go on from where each stopped.
+bit-identical to its single run's (tested). On a GPU it trains the runs at one run's speed, so there the commands
+give each run a process of its own instead (jobs/packing.py decides, `--cell-layout`); this module then trains a
+cell of one. A run whose epoch ends is evaluated and checkpointed while the others wait; runs resumed at different
+epochs or steps simply go on from where each stopped.
 
 Leases (core.lease), per run: a run another live process holds is not trained twice. The cell trains its free
 runs first, then waits for the held ones (`--if-running wait`, then resumes them or finds them completed) or
@@ -49,7 +51,7 @@ def train_cell(cfgs: list[RunConfig], opts: RunOptions, log=print) -> list[RunRe
     records: dict[str, RunRecord] = {}
     todo = []
     for cfg in cfgs:
-        if done := _completed(results_dir, cfg, log):
+        if done := completed(results_dir, cfg, log):
             records[cfg.run_id] = done
         else:
             todo.append(cfg)
@@ -68,7 +70,8 @@ def _check_cell(cfgs: list[RunConfig]) -> None:
         raise StudyError(f"seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice; list each seed once")
 
 
-def _completed(results_dir: Storage, cfg: RunConfig, log) -> RunRecord | None:
+def completed(results_dir: Storage, cfg: RunConfig, log) -> RunRecord | None:
+    """The run's `runs` record if it is completed (and a line saying so), else None."""
     previous = store.read_shard(results_dir, cfg.run_id)
     if previous and previous.run.status == "completed":
         log(f"{cfg.run_id}: already completed ({cfg.epochs} epochs, test error {previous.run.test_error:.4f}); "
@@ -90,7 +93,7 @@ def _train_todo(todo: list[RunConfig], results_dir: Storage, opts: RunOptions, l
     full = data.DataSet(first.dataset, classes, train.to(device), test.to(device))  # one copy for every run
     datasets = {cfg.run_id: data.select(full, train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                         val_split=cfg.val_split, seed=cfg.seed) for cfg in todo}
-    provenance = {**runtime.provenance(torch, device, data.data_files(first.dataset, data_dir)),
+    provenance = {**runtime.provenance(torch, device, data.fingerprint(first.dataset, data_dir)),
                   "precision_reason": precision_reason}
     setting = Setting(opts=opts, results_dir=results_dir, device=device, precision=precision, threads=threads,
                       provenance=provenance, cell_runs=len(todo), log=log)
@@ -138,7 +141,7 @@ def _drop_completed(cfgs, results_dir, leases, records, log) -> list[RunConfig]:
     """The runs of `cfgs` still to train; completed ones go to `records` and give their lease back."""
     left = []
     for cfg in cfgs:
-        if done := _completed(results_dir, cfg, log):
+        if done := completed(results_dir, cfg, log):
             records[cfg.run_id] = done
             leases[cfg.run_id].release()
         else:

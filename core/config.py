@@ -26,8 +26,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import StudyError
-from .vocab import Augment, Dataset, Device, Precision, Shortcut, layers
+from . import StudyError, datasets
+from .vocab import Augment, CellLayout, Device, Precision, Shortcut, layers
 
 NOT_IDENTITY = {"identity": False}  # Field(..., json_schema_extra=NOT_IDENTITY): recorded, but not in the run id
 
@@ -45,7 +45,7 @@ class RunConfig(BaseModel):
     n: int = Field(3, ge=1, le=500, description="Blocks per stack: ResNet-(6n+2). n=3,5,7,9,18 give "
                                                  "ResNet-20/32/44/56/110.")
     shortcut: Shortcut = Field("A", description="A (zero-pad identity), B (1x1 projection) or none (plain net).")
-    dataset: Dataset = Field("cifar10", description="cifar10 or fashion-mnist.")
+    dataset: str = Field("cifar10", description=datasets.DATASET_HELP)
     epochs: int = Field(20, ge=1, le=10_000, description="Epoch budget; the lr schedule scales with it.")
     augment: Augment = Field("paper", description="paper (pad+crop+flip), report (the original study's), none.")
     seed: int = Field(0, ge=0, description="Seeds init, data order, augmentation and the validation split.")
@@ -61,6 +61,13 @@ class RunConfig(BaseModel):
     test_limit: int | None = Field(None, ge=1, description="Use only the first K test images.")
     run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                  description="Label for the run id (letters, digits, . _ -).")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        """A built-in, or the stored name of the user's data set: a path given here becomes that name (the folder
+        or file is checked and fingerprinted once per process, core.datasets)."""
+        return datasets.check_name(v)
 
     @field_validator("milestones")
     @classmethod
@@ -110,13 +117,21 @@ class RunConfig(BaseModel):
     @property
     def run_id(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
-        label = self.run_name or f"resnet{self.layers}{self.shortcut}-{self.dataset}-e{self.epochs}-s{self.seed}"
+        dataset = self.dataset.replace("@", "-")  # a user data set's name@hash: run ids stay [A-Za-z0-9._-]
+        label = self.run_name or f"resnet{self.layers}{self.shortcut}-{dataset}-e{self.epochs}-s{self.seed}"
         return f"{label}-{digest}"
 
 
     def with_seed(self, seed: int) -> "RunConfig":
         """The same experiment with another seed: another run of the same cell."""
         return RunConfig.model_validate({**self.model_dump(), "seed": seed})
+
+
+def bounds(field: str) -> dict[str, float]:
+    """A RunConfig field's numeric bounds (ge, gt, le, lt: pydantic's annotated_types metadata) as keyword arguments,
+    for a route's Query or a CLI's check: each bound is written once, on the field."""
+    return {name: getattr(m, name) for m in RunConfig.model_fields[field].metadata
+            for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
 
 
 def same_cell(configs: list[RunConfig]) -> bool:
@@ -167,6 +182,10 @@ class RunOptions(BaseModel):
                                                             "affinity mask, the cgroup CPU quota and the "
                                                             "Kubernetes CPU request). Recorded per run.")
     compile: bool = Field(False, description="torch.compile the model (pays on long GPU runs).")
+    cell_layout: CellLayout = Field("auto", description="How a cell's runs map to processes: auto (on CUDA a "
+                                                        "process per run, sharing the GPU; on a CPU one process "
+                                                        "for the cell), one-process or process-per-run; the "
+                                                        "processes of a split cell share --threads.")
     if_running: IfRunning = Field("wait", description="When another process already trains a run: wait for it "
                                                       "(then resume or report it completed), or exit (leave it; "
                                                       "code 3 if nothing was trained).")

@@ -1,4 +1,5 @@
-"""Data sets (CIFAR-10 in RGB, Fashion-MNIST as 3x32x32), the validation split, and the device-resident loader.
+"""Data sets (core.datasets: CIFAR-10/100 and SVHN in RGB, MNIST and Fashion-MNIST as 3x32x32, the user's own),
+the validation split, and the device-resident loader.
 
 Each split is one uint8 tensor (N, 3, 32, 32) plus int64 labels, kept on the training device; batches are
 augmented there as whole tensors (core.augment) and normalised with the *training* split's per-channel statistics.
@@ -6,7 +7,8 @@ No DataLoader, no PIL, no per-sample Python on the hot path.
 
 Where data comes from, in order:
 1. `--data-dir` (env RESNET_STUDY_DATA, default ./data) in torchvision's on-disk layouts:
-   `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta) and `FashionMNIST/raw/` (idx files, .gz or not);
+   `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta), `cifar-100-python/` (train, test, meta),
+   `FashionMNIST/raw/` and `MNIST/raw/` (idx files, .gz or not), `train_32x32.mat` / `test_32x32.mat` (SVHN);
 2. Fashion-MNIST only: Debian's package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist);
 3. a torchvision download into the data dir, only with `--download` (off by default: a batch job should fail
    loudly rather than fetch 170 MB from the internet on every pod; fetch once, then mount the directory).
@@ -31,16 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import RetryLater, StudyError, settings
+from . import RetryLater, StudyError, datasets, settings, userdata
 from . import augment as aug
+from .datasets import BUILTINS, DatasetSpec
 from .runtime import data_fingerprint, file_digest
 from .storage import local_cache, open_storage
-from .vocab import CLASS_NAMES, DATASETS, check_choice
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-FASHION_MNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                       "t10k-labels-idx1-ubyte"]
 
 
 def default_data_dir() -> Path:
@@ -90,47 +89,49 @@ class DataSet:
     val: Split | None = None
 
 
-# ---------------------------------------------------------------- CIFAR-10: torchvision's python pickles
+# ---------------------------------------------------------------- CIFAR-10 / CIFAR-100: torchvision's python pickles
 
 
-def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar_batch(path: Path, label_key: bytes = b"labels") -> tuple[torch.Tensor, torch.Tensor]:
     with open(path, "rb") as f:
         d = pickle.load(f, encoding="bytes")
     data = torch.from_numpy(np.ascontiguousarray(d[b"data"], dtype=np.uint8))
     images = data.reshape(-1, 3, 32, 32)  # rows are R plane, G plane, B plane: RGB order, channel-first
-    labels = torch.as_tensor(list(d[b"labels"]), dtype=torch.int64)
+    labels = torch.as_tensor(list(d[label_key]), dtype=torch.int64)
     if len(images) != len(labels):
         raise ValueError("image and label counts differ")
     return images.contiguous(), labels
 
 
-def load_cifar10(data_dir: Path) -> tuple[Split, Split, list[str]]:
-    root = data_dir / "cifar-10-batches-py"
-    files = [root / name for name in CIFAR10_FILES]
-    missing = [f.name for f in files if not f.is_file()]
+def load_cifar(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split, list[str]]:
+    """CIFAR-10 (data_batch_1..5, test_batch, batches.meta) or CIFAR-100 (train, test, meta; the 100 fine labels)."""
+    root = data_dir / spec.folder
+    *batches, meta = [root / name for name in spec.files]
+    missing = [f.name for f in batches if not f.is_file()]
     if missing:
         raise RetryLater(
-            f"CIFAR-10 not found: {root} lacks {', '.join(missing)}; put torchvision's cifar-10-batches-py/ there "
+            f"{spec.title} not found: {root} lacks {', '.join(missing)}; put torchvision's {spec.folder}/ there "
             f"(--data-dir or RESNET_STUDY_DATA), or add --download to fetch it"
         )
+    fine = spec.name == "cifar100"
+    label_key, names_key = (b"fine_labels", b"fine_label_names") if fine else (b"labels", b"label_names")
     try:
-        parts = [_read_cifar_batch(f) for f in files[:5]]
-        test = _read_cifar_batch(files[5])
-        classes = list(CLASS_NAMES["cifar10"])
-        meta = root / "batches.meta"
+        parts = [_read_cifar_batch(f, label_key) for f in batches[:-1]]
+        test = _read_cifar_batch(batches[-1], label_key)
+        classes = list(spec.classes)
         if meta.is_file():
             with open(meta, "rb") as f:
-                classes = [c.decode() for c in pickle.load(f, encoding="bytes")[b"label_names"]]
+                classes = [c.decode() for c in pickle.load(f, encoding="bytes")[names_key]]
     except Exception as e:  # any unreadable pickle is a corrupt download
         raise StudyError(
-            f"CIFAR-10 files in {root} are corrupt ({type(e).__name__}: {e}); delete the folder and fetch it again "
-            f"(--download)"
+            f"{spec.title} files in {root} are corrupt ({type(e).__name__}: {e}); delete the folder and fetch it "
+            f"again (--download)"
         ) from None
     train = Split(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
     return train, Split(*test), classes
 
 
-# ---------------------------------------------------------------- Fashion-MNIST: idx files
+# ---------------------------------------------------------------- MNIST / Fashion-MNIST: idx files
 
 
 def _read_idx(path: Path) -> torch.Tensor:
@@ -146,32 +147,35 @@ def _read_idx(path: Path) -> torch.Tensor:
     return data.reshape(dims)
 
 
-def fashion_mnist_files(data_dir: Path) -> list[Path]:
+def idx_files(spec: DatasetSpec, data_dir: Path) -> list[Path]:
     """The four idx files (train images, train labels, test images, test labels), .gz or not, from
-    DATA/FashionMNIST/raw/, else from Debian's package."""
-    folders = [data_dir / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
+    DATA/<folder>/ (FashionMNIST/raw, MNIST/raw), else (Fashion-MNIST) from Debian's package."""
+    folders = [data_dir / spec.folder] + ([DEBIAN_FASHION_MNIST] if spec.name == "fashion-mnist" else [])
     paths = [next((f / name for f in folders for name in (stem, stem + ".gz") if (f / name).is_file()), None)
-             for stem in FASHION_MNIST_STEMS]
+             for stem in spec.files]
     if None in paths:
-        raise RetryLater(
-            f"Fashion-MNIST not found in {folders[0]} or {folders[1]}; install it with "
-            f"'apt-get install dataset-fashion-mnist', put torchvision's FashionMNIST/raw/ under --data-dir, "
-            f"or add --download"
-        )
+        debian = (f" or {DEBIAN_FASHION_MNIST}; install it with 'apt-get install dataset-fashion-mnist'," if
+                  spec.name == "fashion-mnist" else ";")
+        raise RetryLater(f"{spec.title} not found in {folders[0]}{debian} put torchvision's {spec.folder}/ under "
+                         f"--data-dir, or add --download")
     return paths
 
 
-def load_fashion_mnist(data_dir: Path) -> tuple[Split, Split, list[str]]:
-    paths = fashion_mnist_files(data_dir)
+def fashion_mnist_files(data_dir: Path) -> list[Path]:
+    return idx_files(BUILTINS["fashion-mnist"], data_dir)
+
+
+def load_idx(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split, list[str]]:
+    paths = idx_files(spec, data_dir)
     try:
         tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in paths)
         if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
             raise ValueError("image and label counts differ")
     except Exception as e:
         raise StudyError(
-            f"Fashion-MNIST file {paths[0].parent} is corrupt ({type(e).__name__}: {e}); delete it and fetch it again"
+            f"{spec.title} file {paths[0].parent} is corrupt ({type(e).__name__}: {e}); delete it and fetch it again"
         ) from None
-    return Split(_to_3x32(tr_x), tr_y.long()), Split(_to_3x32(te_x), te_y.long()), list(CLASS_NAMES["fashion-mnist"])
+    return Split(_to_3x32(tr_x), tr_y.long()), Split(_to_3x32(te_x), te_y.long()), list(spec.classes)
 
 
 def _to_3x32(x: torch.Tensor) -> torch.Tensor:
@@ -179,41 +183,97 @@ def _to_3x32(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x[:, None], (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
 
 
-def _download(name: str, data_dir: Path) -> None:
+# ---------------------------------------------------------------- SVHN: MATLAB files (scipy.io)
+
+
+def load_svhn(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split, list[str]]:
+    """train_32x32.mat / test_32x32.mat: X (32, 32, 3, N) uint8, y (N, 1) with 10 for the digit 0 (mapped to 0,
+    as torchvision does)."""
+    from scipy.io import loadmat  # scipy is heavy: loaded only when SVHN is
+
+    paths = [data_dir / spec.folder / f for f in spec.files]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise RetryLater(f"SVHN not found: {data_dir / spec.folder} lacks {', '.join(missing)}; put torchvision's "
+                         f"SVHN files there (--data-dir), or add --download")
+    splits = []
+    for p in paths:
+        try:
+            mat = loadmat(p)
+            x, y = np.asarray(mat["X"], dtype=np.uint8), np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+            if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+                raise ValueError(f"X is {x.shape}, y has {len(y)} labels")
+        except Exception as e:
+            raise StudyError(f"SVHN file {p} is corrupt ({type(e).__name__}: {e}); delete it and fetch it again") \
+                from None
+        images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
+        splits.append(Split(images, torch.from_numpy(y % 10)))
+    return splits[0], splits[1], list(spec.classes)
+
+
+# ---------------------------------------------------------------- the user's own data (core.userdata)
+
+
+def load_user(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split, list[str]]:
+    arrays, _ = userdata.load_user(spec, data_dir)
+    return (Split(torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])),
+            Split(torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])),
+            [str(c) for c in arrays["classes"]])
+
+
+READERS = {"cifar-pickle": load_cifar, "idx": load_idx, "svhn-mat": load_svhn, "arrays": load_user}
+
+
+def _download(spec: DatasetSpec, data_dir: Path) -> None:
     import torchvision
 
+    if spec.torchvision is None:
+        raise StudyError(f"{spec.name} is your own data set: there is nothing to download; pass its folder or .npz")
     data_dir.mkdir(parents=True, exist_ok=True)
+    cls = getattr(torchvision.datasets, spec.torchvision)
     try:
-        if name == "cifar10":
-            torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+        if spec.name == "svhn":
+            for split in ("train", "test"):
+                cls(str(data_dir), split=split, download=True)
         else:
-            torchvision.datasets.FashionMNIST(str(data_dir), train=True, download=True)
+            cls(str(data_dir), train=True, download=True)
+            cls(str(data_dir), train=False, download=True)
     except Exception as e:
-        raise StudyError(f"download of {name} into {data_dir} failed ({e}); fetch it on a machine with internet") from None
-
-
-LOADERS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
+        raise StudyError(f"download of {spec.name} into {data_dir} failed ({e}); fetch it on a machine with "
+                         f"internet") from None
 
 
 def data_files(name: str, data_dir: Path | str | None = None) -> list[Path]:
-    """The files `load(name, data_dir)` reads: what a run's data fingerprint is computed over."""
+    """The files `load(name, data_dir)` reads: what a run's data fingerprint is computed over (built-ins)."""
+    spec = datasets.get(name)
     data_dir = local_data_dir(name, data_dir)
-    if name == "fashion-mnist":
-        return fashion_mnist_files(data_dir)
-    root = data_dir / "cifar-10-batches-py"
-    return [root / f for f in CIFAR10_FILES + ["batches.meta"] if (root / f).is_file()]
+    if spec.loader == "idx":
+        return idx_files(spec, data_dir)
+    return [data_dir / spec.folder / f for f in spec.files if (data_dir / spec.folder / f).is_file()]
+
+
+def fingerprint(name: str, data_dir: Path | str | None = None) -> str:
+    """The data fingerprint a run records: over the files read (built-ins), or the user data's content hash (the
+    one its name carries)."""
+    spec = datasets.get(name)
+    if spec.builtin:
+        return data_fingerprint(data_files(name, data_dir))
+    if spec.fingerprint or name in userdata.FINGERPRINTS:
+        return spec.fingerprint or userdata.FINGERPRINTS[name]
+    return userdata.load_user(spec, local_data_dir(name, data_dir))[1]
 
 
 def load(name: str, data_dir: Path | str | None = None, download: bool = False) -> tuple[Split, Split, list[str]]:
-    check_choice("--dataset", "dataset", name, DATASETS)
-    data_dir = local_data_dir(name, data_dir)
+    spec = datasets.get(datasets.check_name(name))
+    data_dir = local_data_dir(spec.name, data_dir)
+    reader = READERS[spec.loader]
     try:
-        return LOADERS[name](data_dir)
+        return reader(spec, data_dir)
     except StudyError:
-        if not download:
+        if not download or not spec.builtin:
             raise
-    _download(name, data_dir)
-    return LOADERS[name](data_dir)
+    _download(spec, data_dir)
+    return reader(spec, data_dir)
 
 
 # ---------------------------------------------------------------- data sets in a bucket
@@ -221,7 +281,8 @@ def load(name: str, data_dir: Path | str | None = None, download: bool = False) 
 
 def _layout_name(name: str, path: Path) -> str:
     """Where a data file lives under a data dir (torchvision's layouts), whatever folder it was read from."""
-    return f"{'FashionMNIST/raw' if name == 'fashion-mnist' else 'cifar-10-batches-py'}/{path.name}"
+    folder = datasets.get(name).folder
+    return f"{folder}/{path.name}" if folder else path.name
 
 
 def manifest_name(name: str) -> str:
@@ -230,15 +291,24 @@ def manifest_name(name: str) -> str:
 
 def push(name: str, data_dir: Path | str | None, dest: str) -> dict:
     """Upload the data set `load(name, data_dir)` reads to the bucket prefix `dest`, each file one PUT, then its
-    manifest (last, so a reader never sees a manifest whose files are not all there)."""
-    check_choice("--dataset", "dataset", name, DATASETS)
+    manifest (last, so a reader never sees a manifest whose files are not all there). A user data set (`name` a
+    path or its stored name) goes up as its decoded arrays, `<name>.npz` (core.userdata)."""
+    name = datasets.check_name(name)
     storage = open_storage(dest)
     if storage.is_local:
         raise StudyError(f"data push: the destination is an s3://bucket/prefix URL (got {dest!r}); for a local "
                          f"folder copy the files")
-    files = data_files(name, data_dir)
-    manifest = {"dataset": name, "fingerprint": data_fingerprint(files),
-                "files": {_layout_name(name, f): file_digest(f) for f in files}}
+    spec = datasets.get(name)
+    if spec.builtin:
+        files = data_files(name, data_dir)
+        fp = data_fingerprint(files)
+    else:
+        fp = fingerprint(name, data_dir)
+        files = [userdata.cache_dir() / f"{name}.npz"]
+        if not files[0].is_file():  # known by name, read from a data dir: write the cache copy from it
+            arrays, fp = userdata.load_user(spec, local_data_dir(name, data_dir))
+            userdata.write_decoded(files[0], arrays, fp)
+    manifest = {"dataset": name, "fingerprint": fp, "files": {_layout_name(name, f): file_digest(f) for f in files}}
     storage.check_writable()
     for f in files:
         storage.upload(_layout_name(name, f), f)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import NUM_CLASSES, SHORTCUTS
+from .vocab import SHORTCUTS
 
 STACK_WIDTHS = (16, 32, 64)
 
@@ -73,7 +73,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, n: int, shortcut: str = "A", num_classes: int = NUM_CLASSES):
+    def __init__(self, n: int, shortcut: str = "A", num_classes: int = 10):
         super().__init__()
         if n < 1:
             raise ValueError(f"n must be >= 1 (got {n})")
@@ -117,6 +117,6 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def resnet(n: int, shortcut: str = "A", num_classes: int = NUM_CLASSES) -> ResNet:
+def resnet(n: int, shortcut: str = "A", num_classes: int = 10) -> ResNet:
     """ResNet-(6n+2) with `shortcut` A, B or none (the plain net)."""
     return ResNet(n, shortcut, num_classes)

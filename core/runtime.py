@@ -251,7 +251,7 @@ def command_line() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
 
 
-def provenance(torch_module, device, data_files: list[Path]) -> dict:
+def provenance(torch_module, device, data_fingerprint: str) -> dict:
     """The RunRecord fields that say what produced a run (torch passed in: this module stays torch-free)."""
     commit, dirty = git_state()
     cuda = device.type == "cuda"
@@ -263,5 +263,5 @@ def provenance(torch_module, device, data_files: list[Path]) -> dict:
         else None,
         "gpu_name": torch_module.cuda.get_device_name(device) if cuda else None,
         "gpu_driver": gpu_driver() if cuda else None, "cpu_model": cpu_model(), "hostname": hostname(),
-        "command": command_line(), "data_fingerprint": data_fingerprint(data_files),
+        "command": command_line(), "data_fingerprint": data_fingerprint,
     }

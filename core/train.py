@@ -38,7 +38,7 @@ from .lease import Lease
 from .model import param_count, resnet
 from .records import ConfusionRecord, EpochRecord, RunRecord
 from .storage import Storage
-from .vocab import DEVICES, NUM_CLASSES, PRECISIONS, check_choice
+from .vocab import DEVICES, PRECISIONS, check_choice
 
 EVAL_BATCH = 1000
 
@@ -150,16 +150,18 @@ def train_one_epoch(model, loader, optimizer, device, precision: str = "fp32") -
 
 @torch.inference_mode()
 def evaluate(model, loader, device, precision: str = "fp32") -> tuple[float, float, torch.Tensor]:
-    """Returns (mean loss, error fraction, 10x10 confusion counts [true, predicted]). No augmentation, big batches."""
+    """Returns (mean loss, error fraction, KxK confusion counts [true, predicted]; K = the model's outputs, the data
+    set's classes). No augmentation, big batches."""
     model.eval()
+    k = model.fc.out_features
     loss_sum = torch.zeros((), device=device)
-    confusion = torch.zeros(NUM_CLASSES * NUM_CLASSES, device=device, dtype=torch.long)
+    confusion = torch.zeros(k * k, device=device, dtype=torch.long)
     for x, y in loader:
         with autocast(device, precision):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-        confusion += torch.bincount(y * NUM_CLASSES + out.argmax(1), minlength=NUM_CLASSES * NUM_CLASSES)
-    confusion = confusion.view(NUM_CLASSES, NUM_CLASSES).cpu()
+        confusion += torch.bincount(y * k + out.argmax(1), minlength=k * k)
+    confusion = confusion.view(k, k).cpu()
     total = int(confusion.sum())
     return loss_sum.item() / total, 1 - confusion.diag().sum().item() / total, confusion
 
@@ -198,7 +200,7 @@ class Run:
         self.cfg, self.run_id, self.ds, self.setting, self.lease = cfg, cfg.run_id, ds, setting, lease
         device = setting.device
         torch.manual_seed(cfg.seed)
-        self.model = resnet(cfg.n, cfg.shortcut).to(device, memory_format=torch.channels_last)
+        self.model = resnet(cfg.n, cfg.shortcut, len(ds.classes)).to(device, memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if setting.opts.compile else self.model
         self.lr = torch.tensor(cfg.lr_at(1), device=device)
         self.optimizer = make_optimizer(self.model, cfg, self.lr)
@@ -376,7 +378,7 @@ class Run:
 def _confusion_rows(run_id: str, split: str, matrix: torch.Tensor, classes: list[str]) -> list[ConfusionRecord]:
     return [ConfusionRecord(run_id=run_id, split=split, true_label=t, predicted_label=p, true_class=classes[t],
                             predicted_class=classes[p], count=int(matrix[t, p]))
-            for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)]
+            for t in range(len(classes)) for p in range(len(classes))]
 
 
 def _check_resume(run_id: str, last: EpochRecord | None, provenance: dict, strict: bool, log) -> None:

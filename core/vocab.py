@@ -1,38 +1,34 @@
 """The study's vocabulary, each word declared once and imported everywhere else (no torch here: the CLI and the
-results service load it in milliseconds).
+results service load it in milliseconds). The data sets, their titles, class names and sizes are core.datasets'.
 
 Units belong to names: `test_error` is a fraction in [0, 1], `test_error_pct` a percentage; seconds are `_seconds`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+from pydantic import StringConstraints
 
 from . import StudyError
+from .datasets import BUILTINS, DATASET_PATTERN
 
-Dataset = Literal["cifar10", "fashion-mnist"]
+# A stored data-set name: a built-in or a user data set's `<name>@<hash>` (core.datasets); what the API accepts.
+Dataset = Annotated[str, StringConstraints(pattern=DATASET_PATTERN, max_length=80)]
+
 Shortcut = Literal["A", "B", "none"]  # He et al. §3.3: A = zero-padded identity, B = 1x1 projection; none = plain net
 Augment = Literal["paper", "report", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
+CellLayout = Literal["auto", "one-process", "process-per-run"]  # how a cell's runs map to processes (jobs/packing.py)
 Status = Literal["running", "completed", "interrupted", "failed"]  # interrupted: stopped on a signal, resumable
 
-DATASETS: tuple[str, ...] = get_args(Dataset)
+DATASETS: tuple[str, ...] = tuple(BUILTINS)  # the built-ins; a user's data set is a path (core.datasets)
 SHORTCUTS: tuple[str, ...] = get_args(Shortcut)
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 STATUSES: tuple[str, ...] = get_args(Status)
-
-DATASET_TITLES = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST"}
-TRAIN_IMAGES = {"cifar10": 50_000, "fashion-mnist": 60_000}  # the full training sets
-TEST_IMAGES = {"cifar10": 10_000, "fashion-mnist": 10_000}
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"),
-}
-NUM_CLASSES = 10
 
 
 def layers(n: int) -> int:

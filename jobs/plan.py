@@ -25,18 +25,19 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core import StudyError, runtime, store
+from ..core import StudyError, datasets, runtime, store, userdata
 from ..core.storage import Storage
 from ..core.config import RunConfig
-from ..core.vocab import TRAIN_IMAGES
 from .sweep import Sweep
 
 PLAN_DIR = "sweep-plans"
 
 
 def train_images(cfg: RunConfig) -> int:
-    """Training images per epoch: the first train_limit of the full set, less the validation split."""
-    full = TRAIN_IMAGES[cfg.dataset]
+    """Training images per epoch: the first train_limit of the full set (its size from core.datasets; an .npz of
+    the user's is read for it), less the validation split."""
+    spec = datasets.get(cfg.dataset)
+    full = spec.train_images or len(userdata.load_user(spec, None)[0]["y_train"])
     return min(cfg.train_limit or full, full) - cfg.val_split
 
 

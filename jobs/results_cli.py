@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..core import StudyError, store
+from ..core import StudyError, datasets, store
 from ..core.storage import Storage
-from ..core.vocab import DATASETS
 from ..results_api import queries, tables
 from ..results_api.models import METRICS, CompareRow, ComparisonTable
 from .options import FORMATS, ApiUrl, Format, ResultsDir, TokenFile, check_option, print_rows
@@ -110,7 +109,8 @@ def print_wide(header: list[str], rows: list[list[str]], title: str, label_colum
 @results_app.command("table")
 def results_table(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist (default: both)."),
+    dataset: Optional[str] = typer.Option(None, help="A data set: a built-in, a user data set's stored name "
+                                                           "(e.g. my-images@3fa2c1d0) or its path (default: all)."),
     metric: Optional[str] = typer.Option(None, help=f"{' or '.join(METRICS)} (default: both)."),
     all_columns: bool = typer.Option(False, "--all", help="Every published column too, not only measured ones."),
     fmt: str = typer.Option("table", "--format", help="table, csv (one line per cell) or markdown."),
@@ -120,7 +120,7 @@ def results_table(
 ):
     """Print the comparison table: each experiment's mean ± 95 % half-width (seeds) per depth x epochs, beside the
     published numbers. A cell holds only runs that differ in nothing but the seed."""
-    check_option("--dataset", dataset, DATASETS)
+    dataset = datasets.check_name(dataset) if dataset is not None else None
     check_option("--metric", metric, tuple(METRICS))
     check_option("--format", fmt, ("table", "csv", "markdown"))
     table = _comparison(_source(ctx, url, token_file, results_dir), dataset, metric, all_columns)
@@ -135,7 +135,8 @@ def results_table(
 @results_app.command("compare")
 def results_compare(
     ctx: typer.Context,
-    dataset: Optional[str] = typer.Option(None, help="cifar10 or fashion-mnist (default: both)."),
+    dataset: Optional[str] = typer.Option(None, help="A data set: a built-in, a user data set's stored name "
+                                                           "(e.g. my-images@3fa2c1d0) or its path (default: all)."),
     metric: str = typer.Option("test_error_pct", help=f"{' or '.join(METRICS)}."),
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
     results_dir: Optional[str] = ResultsDir,
@@ -144,7 +145,7 @@ def results_compare(
 ):
     """Answer the study's questions with tests: adjacent depths, adjacent epoch budgets, plain vs ResNet, option A
     vs B, measured vs published. Welch's t-test, Holm-adjusted; a cell with one run is never compared."""
-    check_option("--dataset", dataset, DATASETS)
+    dataset = datasets.check_name(dataset) if dataset is not None else None
     check_option("--metric", metric, tuple(METRICS))
     check_option("--format", fmt, ("table", "csv", "json", "markdown"))
     rows = _comparisons(_source(ctx, url, token_file, results_dir), dataset, metric)

@@ -25,13 +25,15 @@ import textwrap
 import threading
 
 import matplotlib
+from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 matplotlib.use("Agg")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..core.vocab import DATASETS, DATASET_TITLES  # noqa: E402
+from ..core.datasets import title as dataset_title  # noqa: E402
+from ..core.vocab import DATASETS  # noqa: E402
 from . import queries  # noqa: E402
 from .reference import reference_rows  # noqa: E402
 
@@ -178,7 +180,7 @@ def _curve_panels(db, dataset, epochs, keep, title: str, accuracy: bool) -> Figu
             if not accuracy:
                 ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
                 shown += [p["train_error_pct"] for p in line]
-        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title}", fontsize=10)
+        ax.set_title(f"{dataset_title(ds)}: {title}", fontsize=10)
         _epoch_axis(ax)
         ax.set_ylabel("test accuracy (%)" if accuracy else "error (%)")
         _fit(ax, shown, 0, 100)
@@ -250,7 +252,7 @@ def depth_vs_accuracy(db, dataset=None, **_) -> Figure:
         ax.set_xticks(sorted(depths), [str(d) for d in sorted(depths)])
         ax.minorticks_off()
         _fit(ax, shown, 0, 100)
-        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()} (bars: 95 % CI of the mean)", fontsize=10)
+        ax.set_title(f"{dataset_title(ds)}: {title.lower()} (bars: 95 % CI of the mean)", fontsize=10)
         ax.set_xlabel("layers (log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
@@ -278,7 +280,7 @@ def time_to_accuracy(db, dataset=None, epochs=None, **_) -> Figure:
             seconds += x
         _seconds_axis(ax, seconds)
         _fit(ax, shown, 0, 100)
-        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {title.lower()} (mean over seeds)", fontsize=10)
+        ax.set_title(f"{dataset_title(ds)}: {title.lower()} (mean over seeds)", fontsize=10)
         ax.set_xlabel("cumulative training time (s)")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3, which="both")
@@ -299,7 +301,7 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
             pts = [r for r in runs if r["dataset"] == ds and r["layers"] == layers]
             ax.scatter([r["train_seconds"] for r in pts], [r["accuracy_pct"] for r in pts], color=colours[layers],
                        marker=markers.get(ds, "s"), s=28, alpha=0.75, edgecolors="none",
-                       label=f"{DATASET_TITLES.get(ds, ds)}, {layers} layers")
+                       label=f"{dataset_title(ds)}, {layers} layers")
     log = _seconds_axis(ax, [r["train_seconds"] for r in runs if r["train_seconds"]])
     _fit(ax, [r["accuracy_pct"] for r in runs], 0, 100)
     ax.set_title(title)
@@ -307,6 +309,43 @@ def time_vs_accuracy(db, dataset=None, **_) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     _legend(ax)
+    return fig
+
+
+NUMBERED_CLASSES = 20  # up to this many classes a cell shows its count; beyond, a heatmap and the worst pairs
+CONFUSED_PAIRS = 15
+
+
+def most_confused(matrix: list[list[int]], names: list[str], k: int = CONFUSED_PAIRS) -> list[tuple[str, str, int]]:
+    """The k largest off-diagonal cells: (true class, predicted class, images), largest first."""
+    cells = [(matrix[t][p], t, p) for t in range(len(matrix)) for p in range(len(matrix)) if t != p and matrix[t][p]]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [(names[t], names[p], n) for n, t, p in cells[:k]]
+
+
+def _confusion_heatmap(matrix: list[list[int]], names: list[str], title: str) -> Figure:
+    """Many classes (CIFAR-100): each row as a fraction of its class (log colour scale, no numbers), beside it the
+    most confused pairs and the classes with the highest error."""
+    size = len(matrix)
+    rows = [[v / max(sum(r), 1) for v in r] for r in matrix]
+    fig, axes = _new(panels=2, width=7.4, height=7.6)
+    ax, side = axes
+
+    im = ax.imshow([[max(v, 1e-4) for v in r] for r in rows], cmap="Blues", norm=LogNorm(1e-3, 1), aspect="equal")
+    step = max(1, size // 25)
+    ticks = list(range(0, size, step))
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=6)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=6)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.8)
+    errors = sorted(((1 - matrix[i][i] / max(sum(matrix[i]), 1), names[i]) for i in range(size)), reverse=True)
+    lines = ["most confused (true -> predicted: images)"]
+    lines += [f"  {t} -> {p}: {n}" for t, p, n in most_confused(matrix, names)]
+    lines += ["", "highest error per class"] + [f"  {name}: {100 * e:.1f} %" for e, name in errors[:10]]
+    side.axis("off")
+    side.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, transform=side.transAxes)
     return fig
 
 
@@ -326,6 +365,10 @@ def confusion(db, run_id=None, **_) -> Figure:
         matrix[c["true_label"]][c["predicted_label"]] = c["count"]
     total = sum(map(sum, matrix))
     right = sum(matrix[i][i] for i in range(size))
+    names = [classes.get(i, str(i)) for i in range(size)]
+    title = f"{run_id}\ntest set: {total} images, error {100 * (1 - right / max(total, 1)):.2f} %"
+    if size > NUMBERED_CLASSES:
+        return _confusion_heatmap(matrix, names, title)
     fig, (ax,) = _new(width=7.4, height=6.4)
     im = ax.imshow(matrix, cmap="Blues")
     peak = max(max(r) for r in matrix) or 1
@@ -333,12 +376,11 @@ def confusion(db, run_id=None, **_) -> Figure:
         for p in range(size):
             ax.text(p, t, str(matrix[t][p]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[t][p] > 0.6 * peak else "black")
-    names = [classes.get(i, str(i)) for i in range(size)]
     ax.set_xticks(range(size), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(size), names, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{run_id}\ntest set: {total} images, error {100 * (1 - right / max(total, 1)):.2f} %", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="images")
     return fig
 
@@ -364,7 +406,7 @@ def plain_vs_resnet(db, dataset=None, epochs=None, **_) -> Figure:
                 ax.plot(x, [p["test_error_pct"] for p in line], color=colours[layers], linewidth=2,
                         label=_label(variant, layers, budget, runs(variant, layers, budget, line), several))
                 ax.plot(x, [p["train_error_pct"] for p in line], color=colours[layers], linestyle="--", linewidth=1)
-            ax.set_title(f"{DATASET_TITLES.get(ds, ds)}: {'plain nets' if plain else 'ResNets'}", fontsize=10)
+            ax.set_title(f"{dataset_title(ds)}: {'plain nets' if plain else 'ResNets'}", fontsize=10)
             _epoch_axis(ax)
             ax.set_ylabel("error (%)")
             _fit(ax, shown, 0, 100)  # the same scale in both panels

@@ -24,7 +24,7 @@ import duckdb
 from ..core import StudyError, store
 from ..core.config import RunConfig, default_milestones
 from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS
-from ..core.vocab import TEST_IMAGES, TRAIN_IMAGES
+from ..core.datasets import BUILTINS
 from . import stats
 from .models import METRICS, Column, CompareRow, ComparisonRow, ComparisonTable, column_key
 from .reference import Claim, Published, claims, published_numbers, reference_rows
@@ -228,13 +228,14 @@ def _count(k: int) -> str:
 
 
 def _describe(name: str, value, dataset: str, variant: dict) -> str:
-    full = TRAIN_IMAGES.get(dataset, 0)
+    spec = BUILTINS.get(dataset)
+    full = spec.train_images if spec else 0
     if name == "shortcut":
         return "plain net" if value == "none" else f"option {value}"
     if name == "train_limit":
         return f"train {_count(value)} of {_count(full)} images"
     if name == "test_limit":
-        return f"test {_count(value)} of {_count(TEST_IMAGES.get(dataset, 0))} images"
+        return f"test {_count(value)} of {_count(spec.test_images if spec else 0)} images"
     if name == "val_split":  # of the training images in use: 45k/5k for the paper's split of CIFAR-10
         pool = min(variant.get("train_limit") or full, full)
         return f"{_count(pool - value)}/{_count(value)} split"

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader
 
 from ..core import StudyError, store
 from ..core.records import RUN_COLUMNS
-from ..core.vocab import DATASET_TITLES
+from ..core.datasets import title as dataset_title
 from . import figures, queries, stats, tables
 from .models import CompareRow, ComparisonTable
 from .reference import published_numbers
@@ -39,7 +39,7 @@ def published_comparison(db: queries.Store) -> list[dict]:
     out = []
     for pub in (p for p in published_numbers(anchors=True) if p.metric == "test_error_pct"):
         matched = [(k, v) for k, v in measured.items() if queries.matches_published(pub, *k)]
-        line = {"dataset": DATASET_TITLES.get(pub.dataset, pub.dataset), "layers": pub.layers, "epochs": pub.epochs,
+        line = {"dataset": dataset_title(pub.dataset), "layers": pub.layers, "epochs": pub.epochs,
                 "published": f"{pub.value:.2f}", "source": pub.source, "training set":
                 "full" if pub.val_split == 0 else f"{pub.val_split} held out"}
         if not matched:

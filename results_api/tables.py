@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from ..core.vocab import DATASET_TITLES
+from ..core.datasets import title as dataset_title
 from .models import COMPARE_COLUMNS, METRICS, CompareRow, ComparisonTable
 from .queries import Finding
 from .stats import Summary
@@ -70,7 +70,7 @@ def wide(table: ComparisonTable, compact: bool = False) -> tuple[list[str], list
     else:
         header = ["data set", "metric", "row", *(c.title for c in table.columns)]
         metric_names = METRICS
-    rows = [[DATASET_TITLES.get(r.dataset, r.dataset), metric_names[r.metric],
+    rows = [[dataset_title(r.dataset), metric_names[r.metric],
              SHORT_LABELS.get(r.label, r.label) if compact else r.label,
              *(cell_text(r.cells.get(c.key), r.metric, r.kind) for c in table.columns)] for r in table.rows]
     return header, rows
@@ -96,7 +96,7 @@ def html_context(table: ComparisonTable) -> dict:
     """The comparison table as the HTML template wants it."""
     spans = [(layers, len(list(group))) for layers, group in itertools.groupby(table.columns, key=lambda c: c.layers)]
     rows = [{"kind": r.kind, "label": r.label, "source": r.source,
-             "dataset_name": DATASET_TITLES.get(r.dataset, r.dataset), "metric_name": METRICS[r.metric],
+             "dataset_name": dataset_title(r.dataset), "metric_name": METRICS[r.metric],
              "texts": [cell_text(r.cells.get(c.key), r.metric, r.kind) for c in table.columns]} for r in table.rows]
     return {"columns": table.columns, "layer_spans": spans, "rows": rows, "note": CELL_NOTE,
             "sources": list(dict.fromkeys(r.source for r in table.rows if r.source))}
@@ -129,7 +129,7 @@ COMPARE_HEADER = ["data set", "kind", "a", "b", "n a/b", "mean a", "mean b", "b 
 
 
 def compare_wide(rows: list[CompareRow]) -> list[list[str]]:
-    return [[DATASET_TITLES.get(r.dataset, r.dataset), r.kind, r.a, r.b,
+    return [[dataset_title(r.dataset), r.kind, r.a, r.b,
              f"{'-' if r.n_a is None else r.n_a}/{r.n_b}", number(r.mean_a, r.metric), number(r.mean_b, r.metric),
              _diff(r), _p(r.p_value), _p(r.p_holm), r.verdict,
              "" if r.seeds_for_80pct_power is None else str(r.seeds_for_80pct_power)] for r in rows]

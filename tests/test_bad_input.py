@@ -115,5 +115,6 @@ def test_unwritable_results_dir_and_unknown_options_are_one_line(tmp_path, fashi
     assert procs[0].stderr.startswith("error: results dir") and "--results-dir" in procs[0].stderr
     # a bad choice reads the same whichever command it comes from (core.vocab.check_choice)
     assert procs[3].stderr == procs[5].stderr == "error: --shortcut: unknown shortcut 'Z'; use A, B, none\n"
-    assert procs[6].stderr == procs[7].stderr == "error: --dataset: unknown dataset 'imagenet'; use cifar10, fashion-mnist\n"
+    assert procs[6].stderr == procs[7].stderr == ("error: --dataset: unknown dataset 'imagenet'; use cifar10, fashion-mnist, cifar100, mnist, svhn "
+                                                         "or a path to a folder or .npz of your own\n")
     assert procs[8].stderr == procs[9].stderr == "error: --device: unknown device 'tpu'; use auto, cpu, cuda\n"

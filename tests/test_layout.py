@@ -104,19 +104,19 @@ def test_the_command_line_starts_without_the_heavy_libraries():
 # ---------------------------------------------------------------- each word declared once, however it is spelt
 
 def _vocabulary() -> dict[str, frozenset]:
-    from resnet_study.core import vocab
+    from resnet_study.core import datasets, vocab
     from resnet_study.results_api import figures
 
     words = {"data sets": vocab.DATASETS, "shortcuts": vocab.SHORTCUTS, "augmentation presets": vocab.AUGMENTS,
              "devices": vocab.DEVICES, "precisions": vocab.PRECISIONS, "run statuses": vocab.STATUSES,
              "figure names": tuple(figures.FIGURES)}
-    words |= {f"class names of {d}": names for d, names in vocab.CLASS_NAMES.items()}
+    words |= {f"class names of {d}": spec.classes for d, spec in datasets.BUILTINS.items()}
     return {what: frozenset(values) for what, values in words.items()}
 
 
 # Where a word's values are declared, and the lookup tables keyed by them (their keys are held to the vocabulary by
 # test_lookup_tables_are_keyed_by_the_vocabulary): nowhere else may the same set of values be written out.
-HOMES = {"core/vocab.py": None, "results_api/figures.py": {"figure names"}, "core/augment.py": {"augmentation presets"},
+HOMES = {"core/vocab.py": None, "core/datasets.py": None, "results_api/figures.py": {"figure names"}, "core/augment.py": {"augmentation presets"},
          "core/data.py": {"data sets"}, "core/classic.py": {"augmentation presets"}}
 
 
@@ -173,7 +173,7 @@ def test_each_word_is_declared_once_however_it_is_spelt():
 
 def test_the_checks_find_a_restatement_in_any_spelling():
     """The two checks above, on planted code: they must see through quoting, order, spacing and form."""
-    planted = ast.parse("X = ('fashion-mnist',   'cifar10')\nY = {'none': 1, 'A': 2, 'B': 3}\nZ: Literal['cpu', "
+    planted = ast.parse("X = ('svhn', 'fashion-mnist', 'mnist',   'cifar100', 'cifar10')\nY = {'none': 1, 'A': 2, 'B': 3}\nZ: Literal['cpu', "
                         "'auto', 'cuda']\ndef f(k): return 2 + k * 6\ndef g(layers): return (layers - 2) // 6\n")
     sets = {values for _, values in _literal_sets(planted)}
     vocabulary = _vocabulary()
@@ -182,11 +182,11 @@ def test_the_checks_find_a_restatement_in_any_spelling():
 
 
 def test_lookup_tables_are_keyed_by_the_vocabulary():
-    from resnet_study.core import augment, classic, data, vocab
+    from resnet_study.core import augment, classic, data, datasets, vocab
 
     assert tuple(augment.PRESETS) == vocab.AUGMENTS and tuple(classic.CLASSIC_PRESETS) == vocab.AUGMENTS
-    assert tuple(data.LOADERS) == vocab.DATASETS
-    assert set(vocab.CLASS_NAMES) == set(vocab.DATASET_TITLES) == set(vocab.TRAIN_IMAGES) == set(vocab.DATASETS)
+    assert set(data.READERS) == {s.loader for s in datasets.BUILTINS.values()} | {"arrays"}  # "arrays": user data
+    assert tuple(datasets.BUILTINS) == vocab.DATASETS
 
 
 def test_percent_names_carry_pct_and_fractions_never_do():
@@ -255,3 +255,24 @@ def test_each_module_map_lists_exactly_the_files_there(pkg):
     present |= {f"{p.name}/" for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"}
     present |= {"*.yaml"} if any(folder.glob("*.yaml")) else set()
     assert listed == present, (sorted(listed - present), sorted(present - listed))
+
+
+def test_each_environment_variable_is_declared_once():
+    """Every RESNET_STUDY_* variable is named in core/settings.py alone; the code elsewhere says settings.X.name
+    (a string literal that starts with the prefix anywhere else is a second declaration)."""
+    from resnet_study.core import settings
+
+    found = []
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path == ROOT / "core" / "settings.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and node.value.startswith("RESNET_STUDY_"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
+    assert found == [], found
+    names = [v.name for v in settings.ALL]
+    assert len(set(names)) == len(names) and all(n.startswith("RESNET_STUDY_") for n in names)
+    declared = {v for v in vars(settings).values() if isinstance(v, settings.EnvVar)}
+    assert declared == set(settings.ALL), "a variable in core/settings.py is missing from ALL"

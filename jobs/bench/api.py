@@ -26,7 +26,8 @@ import duckdb
 
 from ...core import settings, store
 from ...core.config import default_milestones
-from ...core.vocab import CLASS_NAMES, layers
+from ...core.datasets import BUILTINS
+from ...core.vocab import layers
 from ...results_api import auth
 
 DEPTHS = (3, 5, 7, 9, 18)  # the paper's n
@@ -87,7 +88,7 @@ def build_synthetic_store(results_dir: Path, runs: int, epochs: int) -> Path:
             (CASE r.dataset WHEN 'cifar10' THEN $c ELSE $f END)[p + 1] AS predicted_class,
             CASE WHEN t = p THEN round(1000 * (1 - r.test_error)) ELSE round(1000 * r.test_error / 9) END AS count
         FROM runs r, range(10) a(t), range(10) b(p) WHERE r.status = 'completed'""",
-                {"c": list(CLASS_NAMES["cifar10"]), "f": list(CLASS_NAMES["fashion-mnist"])})
+                {"c": list(BUILTINS["cifar10"].classes), "f": list(BUILTINS["fashion-mnist"].classes)})
     con.execute("CHECKPOINT")
     con.close()
     os.replace(tmp, db)

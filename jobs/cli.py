@@ -18,9 +18,9 @@ from typing import Optional
 
 import typer
 
-from ..core import StudyError, Stopped, runtime
+from ..core import EXIT_SIGINT, EXIT_USER_ERROR, StudyError, Stopped, runtime
 from ..core.vocab import SHORTCUTS, check_choice, layers
-from . import bench_cli, data_cli, results_cli, sweep_cli
+from . import bench_cli, data_cli, packing, results_cli, sweep_cli
 from .options import experiment_parameters, experiments_from, run_option_parameters, run_options_from, \
     with_parameters
 
@@ -38,12 +38,11 @@ app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_compl
 
 def train(**values):
     """Train one experiment (or resume it, or report that it is finished) and store its results; with --seeds,
-    all those seeds of it (a cell) in this process, from one copy of the data set, each its own run."""
+    all those seeds of it (a cell), each its own run: on a CPU in this process, from one copy of the data set; on
+    CUDA a process per run, sharing the GPU (--cell-layout)."""
     cfgs = experiments_from(values)
     opts = run_options_from(values)
-    from ..core.cell import train_cell  # torch: imported only by the commands that train
-
-    train_cell(cfgs, opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    packing.train_cell(cfgs, opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 app.command("train")(with_parameters(train, experiment_parameters() + run_option_parameters()))
@@ -84,9 +83,8 @@ app.add_typer(data_cli.app, name="data")
 
 
 def main() -> None:
-    """Console entry point. Exit codes (core/__init__.py): 2 a mistake to fix (one line on stderr, no traceback),
-    3 every run asked for is busy elsewhere (--if-running exit), 75 a condition that may pass (retry later),
-    143 / 130 stopped on SIGTERM / SIGINT with every run checkpointed (resumable)."""
+    """Console entry point: an error the user can act on is one line on stderr (no traceback) and its exit code
+    (core.EXIT_CODES, the one table)."""
     runtime.passive_waits()  # before anything imports torch
     try:
         code = app(standalone_mode=False)
@@ -97,17 +95,17 @@ def main() -> None:
         print(f"{e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except click_exc.NoArgsIsHelpError:  # the help was printed already
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except click_exc.UsageError as e:
         hint = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except typer.Abort:
         print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)
     except KeyboardInterrupt:
         print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -655,3 +655,25 @@ def test_the_store_table_in_the_docs_is_the_schema():
             f"docs/store.md, table {table}: documented {documented[table]}\n  the code (core/records.py) has "
             f"{list(columns)}\n  missing: {sorted(set(columns) - set(documented[table]))}; extra: "
             f"{sorted(set(documented[table]) - set(columns))}")
+
+
+def test_the_exit_code_table_in_the_docs_is_the_codes_table():
+    """docs/laptop.md's table of exit codes is core.EXIT_CODES, row for row (the engines' policies derive from it)."""
+    from resnet_study.core import EXIT_CODES
+
+    text = (ROOT / "docs" / "laptop.md").read_text()
+    rows = [line for line in text.split("## Errors and exit codes", 1)[1].splitlines() if re.match(r"\| \d+ \|", line)]
+    documented = [tuple(cell.strip() for cell in row.strip("|").split(" | ")) for row in rows]
+    assert documented == [(str(e.code), e.meaning, e.todo) for e in EXIT_CODES], \
+        "docs/laptop.md's exit codes differ from core.EXIT_CODES: copy the table from there"
+
+
+def test_the_environment_variable_table_in_the_docs_is_the_settings():
+    """docs/laptop.md's table of RESNET_STUDY_* variables is core/settings.py's, row for row."""
+    from resnet_study.core import settings
+
+    text = (ROOT / "docs" / "laptop.md").read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    documented = [tuple(c.strip() for c in line.strip("|").split(" | "))
+                  for line in text.splitlines() if line.startswith("| `RESNET_STUDY_")]
+    assert documented == [(f"`{v.name}`", f"`{v.default}`" if v.default else "", v.help) for v in settings.ALL], \
+        "docs/laptop.md's environment variables differ from core/settings.py"

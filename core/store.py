@@ -353,19 +353,25 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS _shards (run_id VARCHAR PRIMARY KEY, version VARCHAR)")
 
 
-def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """What changed in `runs` since 0.1 (core.records.upgrade_run_row does the same to a shard): milestones from
-    text ("82,123") to BIGINT[]; `device`, the hardware's name, to `device_name`, with `device_type` beside it."""
+def is_0_1(con: duckdb.DuckDBPyConnection, catalog: str | None = None) -> bool:
+    """Whether the `runs` table of `con` (its current database, or `catalog`) is as 0.1 wrote it: milestones as text,
+    the hardware's name in `device`."""
     cols = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
-                            "current_database() AND table_name = 'runs'").fetchall())
-    if cols.get("milestones") == "VARCHAR":
-        con.execute("ALTER TABLE runs ALTER milestones TYPE BIGINT[] USING CASE WHEN milestones = '' THEN "
-                    "[]::BIGINT[] ELSE CAST(string_split(milestones, ',') AS BIGINT[]) END")
-    if "device" in cols and "device_name" not in cols:
-        con.execute("ALTER TABLE runs RENAME device TO device_name")
-        con.execute("ALTER TABLE runs ADD COLUMN device_type VARCHAR")
-        con.execute("UPDATE runs SET device_type = CASE WHEN device_name ILIKE 'cpu%' THEN 'cpu' WHEN device_name "
-                    "IS NOT NULL THEN 'cuda' END")
+                            "coalesce(?, current_database()) AND table_name = 'runs'", [catalog]).fetchall())
+    return cols.get("milestones") == "VARCHAR" or "device" in cols
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """A `runs` table written by 0.1, rewritten row by row through core.records.upgrade_run_row: the one migration
+    path, which shards take too (read_shard, sync). 0.1 stores are small, and this happens once per store."""
+    if not is_0_1(con):
+        return
+    cur = con.execute("SELECT * FROM runs")
+    names = [d[0] for d in cur.description]
+    rows = [upgrade_run_row(dict(zip(names, r))) for r in cur.fetchall()]
+    con.execute("DROP TABLE runs")
+    con.execute(f"CREATE TABLE runs ({', '.join(f'{c} {t}' for c, t in TABLES['runs'].items())})")
+    _insert_rows(con, "runs", rows)
 
 
 def _list_shards(storage: Storage) -> dict[str, str]:
@@ -497,16 +503,29 @@ def _prune_cache(cache: Path, keep: str) -> None:
 def _attach_read_only(path: Path) -> duckdb.DuckDBPyConnection:
     """`path` read-only in a private in-memory instance, as the default catalog `store`. Not duckdb.connect(path):
     DuckDB caches one instance per path in a process. Cursors start in the default catalog again: run `USE store`
-    on them (Snapshot.query does). A file someone holds open read-write (a DuckDB CLI without -readonly on a
-    results.duckdb from before generations) is read from a private copy."""
+    on them (Snapshot.query does). Read from a private copy: a file someone holds open read-write (a DuckDB CLI
+    without -readonly on a results.duckdb from before generations), and a results.duckdb written by 0.1 (which this
+    process never writes: the copy is migrated as a sync would, by create_schema)."""
     con = duckdb.connect()
     try:
         con.execute(f"ATTACH '{_sql_string(path)}' AS store (READ_ONLY)")
+        if not is_0_1(con, "store"):
+            con.execute("USE store")
+            return con
+        con.execute("DETACH store")
     except duckdb.IOException:
-        with tempfile.TemporaryDirectory(prefix="resnet-study-") as tmp:  # removed at once: the open handle
-            copy = Path(tmp) / path.name                                   # keeps the copy readable
-            shutil.copyfile(path, copy)
-            con.execute(f"ATTACH '{_sql_string(copy)}' AS store (READ_ONLY)")
+        pass
+    with tempfile.TemporaryDirectory(prefix="resnet-study-") as tmp:  # removed at once: the open handle
+        copy = Path(tmp) / path.name                                   # keeps the copy readable
+        shutil.copyfile(path, copy)
+        migrating = duckdb.connect(str(copy), config=DUCKDB_CONFIG)
+        try:
+            if is_0_1(migrating):
+                create_schema(migrating)
+                migrating.execute("CHECKPOINT")
+        finally:
+            migrating.close()
+        con.execute(f"ATTACH '{_sql_string(copy)}' AS store (READ_ONLY)")
     con.execute("USE store")
     return con
 

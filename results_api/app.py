@@ -7,8 +7,9 @@
 Read-only by construction: only GET routes exist (anything else is 405), the store is opened read-only through
 core.store.StoreReader and never synced from here, request values reach SQL only as bound parameters, column names
 come from the store's schema, figure names from a fixed set (anything else is 404). Bad parameters are 422 with a
-message. Figures are cached per (figure, parameters, data version): a repeated request costs a dict lookup, and a
-new snapshot from a running job makes a new key.
+message. Every answer but /healthz's is kept per (generation, path, query) and carries an ETag; If-None-Match gets
+304 (results_api/cache.py): a repeated request costs a dict lookup, and a new snapshot from a running job makes a
+new key.
 
 The routes are in results_api/routes/ (one APIRouter per concern over one store dependency), the optional bearer
 token in results_api/auth.py. Every answer carries an X-Request-ID; an unexpected exception is logged with its
@@ -33,24 +34,28 @@ from fastapi.responses import JSONResponse
 from ..core import StudyError, store
 from ..core.store import require_results, results_location
 from ..core.storage import Storage
-from . import auth, queries
+from . import auth, cache, queries
 from .routes import dashboard, figures, health, runs, tables
 
 LOG = logging.getLogger("resnet_study.results_api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID (a proxy's) is kept when it is this
 
 
-def create_app(results_dir: "Path | str | Storage", token: Optional[str] = None) -> FastAPI:
-    """The service over `results_dir`; with `token`, every route but /healthz needs it (results_api/auth.py)."""
+def create_app(results_dir: "Path | str | Storage", token: Optional[str] = None,
+               cache_bytes: int = cache.CACHE_BYTES) -> FastAPI:
+    """The service over `results_dir`; with `token`, every route but /healthz needs it (results_api/auth.py). Answers
+    are kept per generation, `cache_bytes` of them at most (results_api/cache.py)."""
     app = FastAPI(title="resnet-study results", version="1", description=__doc__.split("\n\n")[0])
     app.state.store = queries.Store(results_dir)
-    app.state.figure_cache = figures.FigureCache()
+    app.state.responses = cache.ResponseCache(cache_bytes, private=token is not None)
     app.state.token_required = token is not None
     guard = auth.Guard(token) if token is not None else None
-    api = {"dependencies": [Depends(guard.api)], "responses": auth.UNAUTHORIZED} if guard else {}
-    page = {"dependencies": [Depends(guard.page)],
+    answer_from_cache = Depends(cache.lookup)  # after the guard: the token is checked before a kept answer goes out
+    api = {"dependencies": [Depends(guard.api), answer_from_cache], "responses": auth.UNAUTHORIZED} if guard else \
+        {"dependencies": [answer_from_cache]}
+    page = {"dependencies": [Depends(guard.page), answer_from_cache],
             "responses": {303: {"description": "`?token=` was right: the cookie is set, on to the dashboard"},
-                          **auth.UNAUTHORIZED}} if guard else {}
+                          **auth.UNAUTHORIZED}} if guard else {"dependencies": [answer_from_cache]}
     app.include_router(health.router)
     for router in (runs.router, tables.router, figures.router):
         app.include_router(router, **api)

@@ -12,6 +12,7 @@ recipe. Errors are stored as fractions (`test_error`) and shown in percent (`tes
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -37,34 +38,53 @@ VARIANT_FIELDS = tuple(f for f in RunConfig.cell_fields() if f not in ("dataset"
 PAPER_RECIPE = "paper recipe"
 
 
-class NoStore(Exception):
-    """The results dir has no results.duckdb yet (no run has written): every table is empty."""
-
-
 class StoreUnavailable(Exception):
     """The store cannot be read (gone, unreadable, not a DuckDB file): the service answers 503, not 500."""
 
 
+class _NoSnapshotYet:
+    """What a request pinned before any snapshot existed reads: no generation, every table empty."""
+
+    key = (0, 0)
+
+    def query(self, sql: str, params=None):
+        raise store.NoSnapshot("no snapshot yet")
+
+
 class Store:
-    """The read side for the service: a core.store.StoreReader that never creates or syncs anything."""
+    """The read side for the service: a core.store.StoreReader that never creates or syncs anything. A store follows
+    the newest generation query by query; `pinned()` is one request's view, whose queries all read one generation."""
 
     def __init__(self, results_dir: Path):
         self.results_dir = results_dir
         self.reader = store.StoreReader(self.results_dir)
-        self._columns: set[tuple[str, str]] = set()
-        self._columns_version: tuple[int, int] | None = None
+        self._snapshot: store.Snapshot | _NoSnapshotYet | None = None  # pinned: the generation every query reads
+        self._columns: dict[tuple, dict] = {}  # version -> {(table, column): type}, shared with the pinned views
+
+    def pinned(self) -> "Store":
+        view = copy.copy(self)
+        try:
+            view._snapshot = self._reading(self.reader.snapshot)
+        except store.NoSnapshot:
+            view._snapshot = _NoSnapshotYet()
+        return view
 
     @property
     def version(self) -> tuple[int, int]:
-        return self.reader.version
+        return self._snapshot.key if self._snapshot is not None else self.reader.version
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-        # The service never syncs: a results dir without a snapshot means "no runs yet". A snapshot it opened stays
-        # readable however many syncs follow (core.store: immutable generations), so nothing here retries.
+        # The service never syncs: a results dir without a snapshot means "no runs yet" (store.NoSnapshot, which
+        # the queries below answer as empty). A snapshot it opened stays readable however many syncs follow
+        # (core.store: immutable generations), so nothing here retries.
+        return self._reading((self._snapshot or self.reader).query, sql, params)
+
+    @staticmethod
+    def _reading(fn, *args):
         try:
-            return self.reader.query(sql, params)
+            return fn(*args)
         except store.NoSnapshot:
-            raise NoStore() from None
+            raise
         except (StudyError, duckdb.IOException, OSError) as e:  # the file, not the SQL: any other error is a bug
             raise StoreUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
@@ -74,31 +94,16 @@ class Store:
 
     def select(self, table: str, columns) -> str:
         """`columns` as a select list. A snapshot written by an older version (the service never syncs it) may lack
-        columns added since (those read as NULL) or keep them as 0.1 did (LEGACY: read as core.store._migrate would
-        write them)."""
+        columns added since: those read as NULL."""
         version = self.version
-        if self._columns_version != version:
-            _, found = self.query("SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE "
-                                  "database_name = 'store'")
-            self._columns = {(t, c): d for t, c, d in found}
-            self._columns_version = version
-
-        def one(c: str) -> str:
-            for (old, old_type), expression in LEGACY.get((table, c), {}).items():
-                if self._columns.get((table, old)) == old_type:
-                    return f"{expression} AS {c}"
-            return c if (table, c) in self._columns else f"NULL AS {c}"
-        return ", ".join(one(c) for c in columns)
-
-
-# Columns that 0.1 stored differently: (table, column) -> {(its old column, that column's type): read as}.
-LEGACY = {
-    ("runs", "milestones"): {("milestones", "VARCHAR"): "CASE WHEN milestones = '' THEN []::BIGINT[] ELSE "
-                                                        "CAST(string_split(milestones, ',') AS BIGINT[]) END"},
-    ("runs", "device_name"): {("device", "VARCHAR"): "device"},
-    ("runs", "device_type"): {("device", "VARCHAR"): "CASE WHEN device ILIKE 'cpu%' THEN 'cpu' WHEN device IS NOT "
-                                                     "NULL THEN 'cuda' END"},
-}
+        found = self._columns.get(version)
+        if found is None:
+            _, rows = self.query("SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE "
+                                 "database_name = 'store'")
+            found = {(t, c): d for t, c, d in rows}
+            self._columns.clear()
+            self._columns[version] = found
+        return ", ".join(c if (table, c) in found else f"NULL AS {c}" for c in columns)
 
 
 def _jsonable(v):
@@ -115,7 +120,7 @@ def _empty_if_no_store(empty):
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except NoStore:
+            except store.NoSnapshot:
                 return empty
         wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
         return wrapper

@@ -1,5 +1,5 @@
-"""What the routers share: the store (one per app, as a dependency), the templates, the run id parameter, the
-documented error responses and the CSV writer of row lists."""
+"""What the routers share: the store (one per app, as a dependency, pinned to one generation per request), the
+templates, the run id parameter, the documented error responses and the CSV writer of row lists."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ FormatJsonCsv = Query("json", alias="format", description="json or csv")
 
 
 def get_store(request: Request) -> queries.Store:
-    return request.app.state.store
+    """The app's store as this request reads it: one generation for all its queries (results_api/cache.py keeps the
+    answer under it)."""
+    return request.app.state.store.pinned()
 
 
 StoreDep = Annotated[queries.Store, Depends(get_store)]

@@ -8,11 +8,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .. import figures, queries, tables
 from ..auth import COOKIE, COOKIE_MAX_AGE
+from ..cache import CachedRoute
 from .common import TEMPLATES, StoreDep
 
 DASHBOARD_RUNS = 50
 
-router = APIRouter()
+router = APIRouter(route_class=CachedRoute)
 
 
 @router.get("/", response_class=HTMLResponse, summary="the dashboard: table, figures, runs")

@@ -8,12 +8,14 @@ from typing import Literal, Optional
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import create_model
 
+from ...core.config import bounds
 from ...core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, ConfusionRecord, EpochRecord, RunRecord
 from ...core.vocab import Augment, Dataset, Shortcut, Status
 from .. import queries
+from ..cache import CachedRoute
 from .common import CSV_TOO, ERRORS, FormatJsonCsv, RunIdPath, StoreDep, csv_response
 
-router = APIRouter()
+router = APIRouter(route_class=CachedRoute)
 
 # The run list leaves out the config JSON (GET /runs/{run_id} has it).
 RunSummary = create_model("RunSummary", **{name: (f.annotation, f) for name, f in RunRecord.model_fields.items()
@@ -22,8 +24,8 @@ RunSummary = create_model("RunSummary", **{name: (f.annotation, f) for name, f i
 
 @router.get("/runs", response_model=list[RunSummary], responses=CSV_TOO,
             summary="runs with their config and final metrics (errors as fractions)")
-def runs(db: StoreDep, dataset: Optional[Dataset] = None, n: Optional[int] = Query(None, ge=1, le=500),
-         shortcut: Optional[Shortcut] = None, epochs: Optional[int] = Query(None, ge=1, le=10_000),
+def runs(db: StoreDep, dataset: Optional[Dataset] = None, n: Optional[int] = Query(None, **bounds("n")),
+         shortcut: Optional[Shortcut] = None, epochs: Optional[int] = Query(None, **bounds("epochs")),
          augment: Optional[Augment] = None, status: Optional[Status] = None,
          limit: int = Query(10_000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=10**12),
          fmt: Literal["json", "csv"] = FormatJsonCsv):

@@ -10,10 +10,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ...core.vocab import Dataset
 from .. import queries, tables
+from ..cache import CachedRoute
 from ..models import CompareRow, ComparisonTable, FindingOut, Metric
 from .common import ERRORS, TEMPLATES, StoreDep, content
 
-router = APIRouter()
+router = APIRouter(route_class=CachedRoute)
 TableFormat = Literal["json", "csv", "markdown", "html"]
 
 

@@ -6,8 +6,9 @@
 The store is written directly (one bulk INSERT ... SELECT per table, in the store's schema and file format), not
 trained: every run is labelled `synthetic-...` and its numbers are made up (a plausible decaying error curve). It
 measures the service, not the science. The server is the service under uvicorn in its own process on 127.0.0.1; the
-client sends requests one at a time. For each route: the first request (cold: figure not yet cached, DuckDB pages
-not yet read) and then `--requests` timed ones.
+client sends requests one at a time. For each route: the first request (cold: nothing kept for this generation,
+DuckDB pages not yet read), then `--requests` timed ones (warm: the answer kept, results_api/cache.py), then as many
+with If-None-Match set to the ETag they carried (a client that holds the answer: 304, no body).
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ def _wait_ready(client, base: str, proc: subprocess.Popen, timeout: float = 60.0
     raise RuntimeError("server did not answer /healthz within 60 s")
 
 
+def _timed(client, url: str, headers: dict | None = None):
+    t = time.perf_counter()
+    r = client.get(url, headers=headers)
+    return (time.perf_counter() - t) * 1000, r
+
+
+def _percentile(times: list[float], q: float) -> float:
+    times = sorted(times)
+    return statistics.median(times) if q == 0.5 else times[min(len(times) - 1, round(q * (len(times) - 1)))]
+
+
 def routes(sample_run: str) -> list[str]:
     return [
         "/healthz",
@@ -176,23 +188,27 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
                 sample = client.get(f"{base}/runs?status=completed&limit=1").json()[0]["run_id"]
                 print(f"server: uvicorn on {base} (own process); {requests} timed requests per route, "
                       f"one at a time\n")
-                print(f"{'route':58} {'status':>6} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
+                print(f"{'route':58} {'status':>6} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'304 p50':>8} "
+                      f"{'bytes':>9}")
                 for path in routes(sample):
-                    t = time.perf_counter()
-                    r = client.get(base + path)
-                    cold = (time.perf_counter() - t) * 1000
+                    cold, r = _timed(client, base + path)
                     times = []
                     for _ in range(requests):
-                        t = time.perf_counter()
-                        r = client.get(base + path)
-                        times.append((time.perf_counter() - t) * 1000)
-                    times.sort()
-                    p50 = statistics.median(times)
-                    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+                        ms, r = _timed(client, base + path)
+                        times.append(ms)
+                    etag, not_modified = r.headers.get("etag"), []
+                    for _ in range(requests if etag else 0):
+                        ms, again = _timed(client, base + path, {"If-None-Match": etag})
+                        if again.status_code != 304:
+                            raise RuntimeError(f"{path}: If-None-Match {etag} answered {again.status_code}, not 304")
+                        not_modified.append(ms)
+                    p50, p95 = _percentile(times, 0.5), _percentile(times, 0.95)
+                    p304 = _percentile(not_modified, 0.5) if not_modified else None
                     results.append({"route": path, "status": r.status_code, "cold_ms": cold, "p50_ms": p50,
-                                    "p95_ms": p95, "bytes": len(r.content)})
-                    print(f"{path:58} {r.status_code:>6} {cold:8.1f} {p50:8.1f} {p95:8.1f} {len(r.content):>9}",
-                          flush=True)
+                                    "p95_ms": p95, "not_modified_p50_ms": p304, "bytes": len(r.content)})
+                    shown = f"{p304:8.1f}" if p304 is not None else f"{'-':>8}"
+                    print(f"{path:58} {r.status_code:>6} {cold:8.1f} {p50:8.1f} {p95:8.1f} {shown} "
+                          f"{len(r.content):>9}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

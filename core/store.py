@@ -49,6 +49,10 @@ checkpoint. A lease heartbeat is 1 PUT (If-Match) every HEARTBEAT_S. Old generat
 process syncs, GRACE_S after a newer one appeared (by the storage's LastModified / mtime); readers' local copies
 are pruned to the newest two.
 
+SQL lives in one module per side: this one holds the write side's (schema, the 0.1 migration, shards into a
+snapshot, and what the batch jobs read back: completed_rates for jobs/plan.py); results_api/queries.py the read side's
+(the benchmark's synthetic store, jobs/bench/api.py, writes its own rows in this module's schema).
+
 Errors are fractions in [0, 1]; times are seconds; timestamps UTC.
 """
 
@@ -547,6 +551,20 @@ def connect_read(results_dir: "Path | str | Storage") -> duckdb.DuckDBPyConnecti
         sync(storage)
         located = locate(storage)
     return open_snapshot(storage, located).con
+
+
+def completed_rates(results_dir: "Path | str | Storage", device_name: str | None,
+                    precision: str) -> list[tuple[int, int, float]]:
+    """(layers, runs trained in its process, the device's img/s over them all) of each completed run on
+    `device_name` (None: any GPU) in `precision`: what a sweep plan reads back (jobs/plan.py)."""
+    con = connect_read(results_dir)
+    try:
+        return con.execute(
+            "SELECT layers, coalesce(cell_runs, 1), train_size * epochs_done / train_seconds * coalesce(cell_runs, 1) "
+            "FROM runs WHERE status = 'completed' AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL "
+            "THEN device_type = 'cuda' ELSE device_name = ? END)", [precision, device_name, device_name]).fetchall()
+    finally:
+        con.close()
 
 
 def data_version(results_dir: "Path | str | Storage") -> tuple[int, int]:

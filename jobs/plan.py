@@ -67,16 +67,8 @@ def measured_rates(results_dir: Path, device_name: str | None, precision: str) -
     `precision`."""
     if not store.has_snapshot(results_dir):
         return {}
-    con = store.connect_read(results_dir)
-    try:
-        rows = con.execute(
-            "SELECT layers, coalesce(cell_runs, 1), train_size * epochs_done / train_seconds * coalesce(cell_runs, 1) "
-            "FROM runs WHERE status = 'completed' AND train_seconds > 0 AND precision = ? AND (CASE WHEN ? IS NULL "
-            "THEN device_type = 'cuda' ELSE device_name = ? END)", [precision, device_name, device_name]).fetchall()
-    finally:
-        con.close()
     rates: dict[int, list[tuple[int, float]]] = {}
-    for layers, cell_runs, rate in rows:
+    for layers, cell_runs, rate in store.completed_rates(results_dir, device_name, precision):
         rates.setdefault(layers, []).append((cell_runs, rate))
     return rates
 

@@ -165,6 +165,13 @@ def get_run(db: Store, run_id: str) -> list[dict]:
 
 
 @_empty_if_no_store([])
+def all_runs(db: Store) -> list[dict]:
+    """Every run, every column (the report's runs.csv and its last table)."""
+    return db.rows(f"SELECT {db.select('runs', RUN_COLUMNS)} FROM runs ORDER BY dataset, layers, shortcut, epochs, "
+                   "seed")
+
+
+@_empty_if_no_store([])
 def run_epochs(db: Store, run_id: str) -> list[dict]:
     return db.rows(f"SELECT {db.select('epochs', EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id])
 
@@ -179,6 +186,27 @@ def run_confusion(db: Store, run_id: str, split: str | None = None) -> list[dict
 def latest_with_confusion(db: Store) -> list[dict]:
     return db.rows("SELECT r.run_id FROM runs r WHERE r.status = 'completed' AND EXISTS "
                    "(SELECT 1 FROM confusion c WHERE c.run_id = r.run_id) ORDER BY r.finished_at DESC, r.run_id LIMIT 1")
+
+
+PROVENANCE_COLUMNS = ("runs", "package_version", "code", "source_hash", "python_version", "torch_version",
+                      "cuda_version", "cudnn_version", "device_name", "gpu_driver", "data_fingerprint")
+
+
+@_empty_if_no_store(([], []))
+def provenance(db: Store) -> tuple[list[dict], list[dict]]:
+    """(what produced the runs: one line per distinct combination with its run count, the runs whose epochs were
+    trained by more than one version of the code or on more than one version of the data)."""
+    rows = db.rows(
+        f"SELECT count(*) AS runs, {db.select('runs', PROVENANCE_COLUMNS[1:2])}, "
+        "CASE WHEN code_commit IS NULL THEN '' ELSE left(code_commit, 10) || CASE WHEN code_dirty THEN ' + local "
+        f"changes' ELSE '' END END AS code, {db.select('runs', PROVENANCE_COLUMNS[3:])} FROM "
+        f"(SELECT {db.select('runs', ('code_commit', 'code_dirty', *PROVENANCE_COLUMNS[1:2], *PROVENANCE_COLUMNS[3:]))}"
+        " FROM runs) GROUP BY ALL ORDER BY runs DESC")
+    mixed = db.rows(
+        f"SELECT run_id, count(DISTINCT source_hash) AS code_versions, count(DISTINCT data_fingerprint) AS "
+        f"data_versions FROM (SELECT run_id, {db.select('epochs', ('source_hash', 'data_fingerprint'))} FROM epochs) "
+        "GROUP BY run_id HAVING code_versions > 1 OR data_versions > 1 ORDER BY run_id")
+    return rows, mixed
 
 
 @_empty_if_no_store(False)

@@ -54,26 +54,6 @@ def published_comparison(db: queries.Store) -> list[dict]:
     return out
 
 
-PROVENANCE_COLUMNS = ("runs", "package_version", "code", "source_hash", "python_version", "torch_version",
-                      "cuda_version", "cudnn_version", "device_name", "gpu_driver", "data_fingerprint")
-
-
-def provenance(db: queries.Store) -> tuple[list[dict], list[dict]]:
-    """(what produced the runs: one line per distinct combination with its run count, the runs whose epochs were
-    trained by more than one version of the code or on more than one version of the data)."""
-    rows = db.rows(
-        f"SELECT count(*) AS runs, {db.select('runs', PROVENANCE_COLUMNS[1:2])}, "
-        "CASE WHEN code_commit IS NULL THEN '' ELSE left(code_commit, 10) || CASE WHEN code_dirty THEN ' + local "
-        f"changes' ELSE '' END END AS code, {db.select('runs', PROVENANCE_COLUMNS[3:])} FROM "
-        f"(SELECT {db.select('runs', ('code_commit', 'code_dirty', *PROVENANCE_COLUMNS[1:2], *PROVENANCE_COLUMNS[3:]))}"
-        " FROM runs) GROUP BY ALL ORDER BY runs DESC")
-    mixed = db.rows(
-        f"SELECT run_id, count(DISTINCT source_hash) AS code_versions, count(DISTINCT data_fingerprint) AS "
-        f"data_versions FROM (SELECT run_id, {db.select('epochs', ('source_hash', 'data_fingerprint'))} FROM epochs) "
-        "GROUP BY run_id HAVING code_versions > 1 OR data_versions > 1 ORDER BY run_id")
-    return rows, mixed
-
-
 PUBLISHED_COLUMNS = ("dataset", "layers", "epochs", "published", "source", "training set", "measured",
                      "difference", "verdict")
 PUBLISHED_NOTE = ("A published number is set only beside measured runs of the same experiment: data set, depth, "
@@ -83,7 +63,7 @@ PUBLISHED_NOTE = ("A published number is set only beside measured runs of the sa
 
 
 def _runs(db: queries.Store) -> list[dict]:
-    rows = db.rows(f"SELECT {db.select('runs', RUN_COLUMNS)} FROM runs ORDER BY dataset, layers, shortcut, epochs, seed")
+    rows = queries.all_runs(db)
     for r in rows:
         r["test_error_pct"] = None if r["test_error"] is None else round(100 * r["test_error"], 2)
         r["train_error_pct"] = None if r["train_error"] is None else round(100 * r["train_error"], 2)
@@ -101,7 +81,7 @@ def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
         (out / "confusion").mkdir(exist_ok=True)
     except OSError as e:
         raise StudyError(f"cannot write the report to {out} ({e.strerror}); pass a writable --out") from None
-    db = queries.Store(results_dir)
+    db = queries.Store(results_dir).pinned()  # the whole report from one generation
     table = queries.comparison(db)
     compared = queries.comparisons(db)
     findings = queries.findings(db)
@@ -140,9 +120,9 @@ def write_report(results_dir: Path, out: Path, max_confusion: int = 24) -> Path:
         "published_columns": PUBLISHED_COLUMNS, "published_note": PUBLISHED_NOTE,
         "config_columns": CONFIG_COLUMNS, "result_columns": RESULT_COLUMNS, "findings": findings,
         "compare_header": tables.COMPARE_HEADER, "compare_rows": tables.compare_wide(compared),
-        "compare_note": tables.COMPARE_NOTE, "provenance_columns": PROVENANCE_COLUMNS,
+        "compare_note": tables.COMPARE_NOTE, "provenance_columns": queries.PROVENANCE_COLUMNS,
     }
-    context["provenance"], context["mixed"] = provenance(db)
+    context["provenance"], context["mixed"] = queries.provenance(db)
     (out / "README.md").write_text(_markdown(context, table, compared))
     env = Environment(loader=PackageLoader("resnet_study.results_api", "templates"), autoescape=True)
     (out / "index.html").write_text(env.get_template("report.html").render(table=tables.html_context(table), **context))

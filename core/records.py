@@ -139,8 +139,8 @@ class Shard(BaseModel):
 
 
 def upgrade_run_row(row: dict) -> dict:
-    """A `runs` row of a shard written before 0.2, as this version writes it (core.store migrates old snapshots the
-    same way, in SQL):
+    """A `runs` row written before 0.2, as this version writes it: the one migration path, for a shard's row and for
+each row of a 0.1 snapshot (core.store._migrate):
 
     - a run stopped by Ctrl-C / SIGTERM was stored as failed with a KeyboardInterrupt message: it is interrupted;
     - milestones were text, "82,123": an integer list;

@@ -1,7 +1,8 @@
-"""Stores written by 0.1.0 (tests/fixtures/results-0.1.0) go through the migrations of 0.2, in their shards
-(core.records.upgrade_run_row) and in their snapshot (core.store._migrate): milestones from text to an integer list,
-`device` (the hardware's name) split into `device_type` and `device_name`, a KeyboardInterrupt failure read as
-interrupted. The store is read independently with DuckDB."""
+"""Stores written by 0.1.0 (tests/fixtures/results-0.1.0) go through the one migration of 0.2,
+core.records.upgrade_run_row, in their shards and in their snapshot (core.store._migrate: its rows through the same
+function, whether a sync rewrites it or a reader that never writes migrates a private copy): milestones from text to
+an integer list, `device` (the hardware's name) split into `device_type` and `device_name`, a KeyboardInterrupt
+failure read as interrupted. The store is read independently with DuckDB. Under 2 s in all."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import duckdb
 from resnet_study.core import store
 from resnet_study.core.config import default_milestones
 from resnet_study.core.records import upgrade_run_row
-from tests.helpers import db_rows
+from tests.helpers import db_rows, store_fingerprint
 
 
 def old_rows(results) -> list[dict]:
@@ -47,3 +48,15 @@ def test_an_old_snapshot_is_migrated_in_place_and_then_synced(old_store, tmp_pat
     runs = db_rows(old_store, "SELECT epochs, milestones, device_type, device_name FROM runs")
     assert len(runs) == 9 and all(r["milestones"] == default_milestones(r["epochs"]) for r in runs)
     assert {r["device_type"] for r in runs} == {"cpu"} and all(r["device_name"].lower().startswith("cpu") for r in runs)
+
+
+def test_a_reader_reads_an_old_snapshot_migrated_and_leaves_the_store_as_it_was(old_store):
+    """The service never syncs: it reads a 0.1 results.duckdb through a migrated private copy."""
+    before = store_fingerprint(old_store)
+    reader = store.StoreReader(old_store)
+    _, rows = reader.query("SELECT epochs, milestones, device_type, device_name FROM runs")
+    reader.close()
+    old = {(r["epochs"], r["device"]) for r in old_rows(old_store)}
+    assert len(rows) == 9 and {(e, d) for e, _, _, d in rows} == old
+    assert all(ms == default_milestones(e) and t == "cpu" for e, ms, t, _ in rows)
+    assert store_fingerprint(old_store) == before

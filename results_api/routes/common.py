@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Path as PathParam, Query, Request
 from fastapi.responses import PlainTextResponse
@@ -13,12 +13,15 @@ from jinja2 import Environment, PackageLoader
 
 from .. import queries
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+RUN_ID_MAX = 200
+RUN_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}$"
 TEMPLATES = Environment(loader=PackageLoader("resnet_study.results_api", "templates"), autoescape=True)
 ERRORS = {404: {"description": "unknown run or figure"}, 422: {"description": "invalid parameter"}}
 CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **ERRORS}
-RunIdPath = PathParam(..., max_length=200, pattern=RUN_ID_PATTERN, description="a run id, as in GET /runs")
-FormatJsonCsv = Query("json", alias="format", description="json or csv")
+RunIdPath = PathParam(..., max_length=RUN_ID_MAX, pattern=RUN_ID_PATTERN, description="a run id, as in GET /runs")
+RunIdQuery = Query(None, max_length=RUN_ID_MAX, pattern=RUN_ID_PATTERN)
+JsonCsv = Literal["json", "csv"]
+FormatJsonCsv = Query("json", alias="format", description=" or ".join(get_args(JsonCsv)))
 
 
 def get_store(request: Request) -> queries.Store:

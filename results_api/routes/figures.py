@@ -12,7 +12,7 @@ from ...core.config import bounds
 from ...core.vocab import Dataset
 from .. import figures, queries
 from ..cache import CachedRoute
-from .common import ERRORS, RUN_ID_PATTERN, StoreDep, content
+from .common import ERRORS, RunIdQuery, StoreDep, content
 
 FIGURE_DOC = ("figure name: " + ", ".join(figures.FIGURES) + ". `dataset` and `epochs` (budget) select runs; "
               "`run_id` picks the run of `confusion` (default: the latest completed).")
@@ -34,7 +34,7 @@ def figure_route(fmt: str):
     def route(db: StoreDep,
               name: str = PathParam(..., max_length=200, json_schema_extra={"enum": list(figures.FIGURES)}),
               dataset: Optional[Dataset] = None, epochs: Optional[int] = Query(None, **bounds("epochs")),
-              run_id: Optional[str] = Query(None, max_length=200, pattern=RUN_ID_PATTERN)):
+              run_id: Optional[str] = RunIdQuery):
         return figure(db, name, fmt, dataset, epochs, run_id)
     return route
 

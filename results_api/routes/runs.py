@@ -3,7 +3,7 @@ concept, end to end)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import create_model
@@ -13,7 +13,7 @@ from ...core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, ConfusionRecord, E
 from ...core.vocab import Augment, Dataset, Shortcut, Status
 from .. import queries
 from ..cache import CachedRoute
-from .common import CSV_TOO, ERRORS, FormatJsonCsv, RunIdPath, StoreDep, csv_response
+from .common import CSV_TOO, ERRORS, FormatJsonCsv, JsonCsv, RunIdPath, StoreDep, csv_response
 
 router = APIRouter(route_class=CachedRoute)
 
@@ -28,7 +28,7 @@ def runs(db: StoreDep, dataset: Optional[Dataset] = None, n: Optional[int] = Que
          shortcut: Optional[Shortcut] = None, epochs: Optional[int] = Query(None, **bounds("epochs")),
          augment: Optional[Augment] = None, status: Optional[Status] = None,
          limit: int = Query(10_000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=10**12),
-         fmt: Literal["json", "csv"] = FormatJsonCsv):
+         fmt: JsonCsv = FormatJsonCsv):
     filters = {"dataset": dataset, "n": n, "shortcut": shortcut, "epochs": epochs, "augment": augment,
                "status": status}
     rows = queries.list_runs(db, filters, limit, offset)
@@ -49,7 +49,7 @@ def run(db: StoreDep, run_id: str = RunIdPath):
 
 @router.get("/runs/{run_id}/epochs", response_model=list[EpochRecord], responses=CSV_TOO,
             summary="one run's per-epoch rows")
-def epochs_of(db: StoreDep, run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
+def epochs_of(db: StoreDep, run_id: str = RunIdPath, fmt: JsonCsv = FormatJsonCsv):
     one_run(db, run_id)
     rows = queries.run_epochs(db, run_id)
     return csv_response(rows, EPOCH_COLUMNS) if fmt == "csv" else rows
@@ -57,7 +57,7 @@ def epochs_of(db: StoreDep, run_id: str = RunIdPath, fmt: Literal["json", "csv"]
 
 @router.get("/runs/{run_id}/confusion", response_model=list[ConfusionRecord], responses=CSV_TOO,
             summary="one run's confusion matrix rows (test, and val when held out); empty until completed")
-def confusion_of(db: StoreDep, run_id: str = RunIdPath, fmt: Literal["json", "csv"] = FormatJsonCsv):
+def confusion_of(db: StoreDep, run_id: str = RunIdPath, fmt: JsonCsv = FormatJsonCsv):
     one_run(db, run_id)
     rows = queries.run_confusion(db, run_id)
     return csv_response(rows, CONFUSION_COLUMNS) if fmt == "csv" else rows

@@ -21,9 +21,11 @@ from typing import Optional
 import typer
 
 from ..core import StudyError, store
-from ..core.config import bounds
-from ..core.vocab import SHORTCUTS
-from .options import DataDir, Device, Precision, check_option
+from ..core.config import RunConfig, bounds
+from ..core.vocab import AUGMENTS, PRECISIONS, SHORTCUTS, check_choice
+from .options import DataDir, Device, check_option
+
+RECIPE = RunConfig()  # the defaults of `bench train`'s model and batch: the paper's recipe, as `train`
 
 AsJson = typer.Option(False, "--json", help="Print the results as one JSON object.")
 Save = typer.Option(None, help="Also write the results as JSON to this file.")
@@ -44,12 +46,13 @@ def _emit(res: dict, report, as_json: bool, save: Optional[Path]) -> None:
 @app.command("train")
 def bench_train(
     device: str = Device,
-    n: int = typer.Option(3, help="Blocks per stack: ResNet-(6n+2)."),
-    shortcut: str = typer.Option("A", help="A, B or none."),
+    n: int = typer.Option(RECIPE.n, help=RunConfig.model_fields["n"].description),
+    shortcut: str = typer.Option(RECIPE.shortcut, help=RunConfig.model_fields["shortcut"].description),
     dataset: str = typer.Option("fashion-mnist", help="fashion-mnist or cifar10 (generated CIFAR-10-shaped "
                                                       "images where CIFAR-10 is absent)."),
-    augment: str = typer.Option("paper", help="Preset(s) for (b) and (c), comma-separated: paper, report, none."),
-    batch_size: int = typer.Option(128, help="Training batch size, the same for every pipeline."),
+    augment: str = typer.Option(RECIPE.augment, help=f"Preset(s) for (b) and (c), comma-separated: "
+                                                     f"{', '.join(AUGMENTS)}."),
+    batch_size: int = typer.Option(RECIPE.batch_size, help="Training batch size, the same for every pipeline."),
     steps: int = typer.Option(12, help="Timed steps per pipeline per round."),
     warmup: int = typer.Option(4, help="Untimed steps per pipeline before each round's timed steps."),
     rounds: int = typer.Option(5, help="Rounds; pipelines interleave within a round; the median is reported."),
@@ -59,9 +62,12 @@ def bench_train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model of (a) and (b)."),
     compile_mode: str = typer.Option("default", help="torch.compile mode with --compile: default, reduce-overhead "
                                                      "(CUDA graphs) or max-autotune."),
-    precision: str = Precision,
+    precision: str = typer.Option("auto", help=f"Precision(s) of (a) and (b), comma-separated: "
+                                               f"{', '.join(PRECISIONS)}; fp32,bf16 times both in the same rounds. "
+                                               f"auto: what `train` picks here (bf16 on CUDA and on CPUs with bf16 "
+                                               f"units, else fp32)."),
     classic: bool = typer.Option(True, "--classic/--no-classic", help="Run the classic pipeline (c)."),
-    seed: int = typer.Option(0, help="Initial weights and data order."),
+    seed: int = typer.Option(RECIPE.seed, help="Initial weights and data order."),
     as_json: bool = AsJson,
     save: Optional[Path] = Save,
     data_dir: Optional[str] = DataDir,
@@ -73,13 +79,16 @@ def bench_train(
         raise StudyError("--n, --batch-size and --eval-images must be >= 1, --workers >= 0")
     presets = [p.strip() for p in augment.split(",") if p.strip()]
     if not presets:
-        raise StudyError("--augment: name at least one preset (paper, report, none)")
+        raise StudyError(f"--augment: name at least one preset ({', '.join(AUGMENTS)})")
+    precisions = [p.strip() for p in precision.split(",") if p.strip()]
+    for p in precisions or [""]:
+        check_choice("--precision", "precision", p, PRECISIONS)
     from .bench.train import BenchOptions, format_report, run_bench  # torch: imported only by the commands that train
 
     opts = BenchOptions(device=device, n=n, shortcut=shortcut, dataset=dataset, augment=presets,
                         batch_size=batch_size, steps=steps, warmup=warmup, rounds=rounds, workers=workers,
                         eval_images=eval_images, threads=threads, compile=compile, compile_mode=compile_mode,
-                        precision=precision,
+                        precision=precisions,
                         classic=classic, seed=seed, data_dir=data_dir)
     res = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     _emit(res, format_report, as_json, save)

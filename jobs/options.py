@@ -3,7 +3,8 @@
 The experiment's options (`train`) and the run options (`train`, `sweep run`, `sweep local`) are generated from the
 fields of core.config.RunConfig and core.config.RunOptions: name, type, default and help come from the
 field, so a field added there appears on the command line with no edit here. `run_options_argv` turns a
-RunOptions back into the options that make it: the one place an argv is built from it (`sweep local`)."""
+RunOptions back into the options that make it: the one place an argv is built from it (`sweep local`, a cell split
+into processes); `experiment_argv` does the same for a RunConfig (jobs/packing.py)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,8 @@ ResultsDir = typer.Option(None, "--results-dir", envvar=settings.RESULTS.name, s
                           help=RunOptions.model_fields["results_dir"].description)
 DataDir = typer.Option(None, "--data-dir", envvar=settings.DATA.name, show_default="./data",
                        help=RunOptions.model_fields["data_dir"].description)
-# `bench` takes these two run options by hand (it has no RunOptions); their help is RunOptions' own.
+# `bench` takes the device by hand (it has no RunOptions); its help is RunOptions' own.
 Device = typer.Option("auto", help=RunOptions.model_fields["device"].description)
-Precision = typer.Option("auto", help=RunOptions.model_fields["precision"].description)
 TokenFile = typer.Option(None, "--token-file", envvar=settings.API_TOKEN_FILE.name, show_default=False,
                          help="File holding the service's bearer token (a mounted Kubernetes Secret) (default: "
                               f"${settings.API_TOKEN_FILE}, else the token in ${settings.API_TOKEN}).")
@@ -153,6 +153,21 @@ def run_options_from(values: dict, **fixed) -> RunOptions:
     except ValidationError as e:
         raise StudyError(validation_error_line(e, RunOptions)) from None
     return opts.model_copy(update={"results_dir": str(results_location(opts.results_dir))})
+
+
+def experiment_argv(cfg: RunConfig) -> list[str]:
+    """The `train` options that make the run `cfg` again, `--seed` included (fields at their defaults left out): a
+    cell split into processes starts its runs with them (jobs/packing.py)."""
+    argv = []
+    for name, field in RunConfig.model_fields.items():
+        value = getattr(cfg, name)
+        if name != "seed" and value == field.get_default(call_default_factory=True):
+            continue
+        if isinstance(value, bool):
+            argv.append(option_name(name) if value else "--no-" + option_name(name)[2:])
+        else:
+            argv += [option_name(name), ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return argv
 
 
 def run_options_argv(opts: RunOptions, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -3,6 +3,7 @@ classic peer. The harness only: the loop is core.train's, the classic peer core.
 
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json
+    resnet-study bench train --device cpu --precision fp32,bf16 --no-classic  # fp32 against bf16, interleaved
     resnet-study bench train --device cuda --n 3 --dataset cifar10          # bench/gpu.sh runs the GPU set
 
 Same model (ResNet-(6n+2), same initial weights), recipe (RunConfig's defaults), batch size and number of
@@ -12,7 +13,8 @@ them alike; the figure per pipeline is the median over rounds.
 
 (a) model-only: one synthetic batch, already normalised, in channels_last, on the device, fed to
     core.train.train_one_epoch S times: the ceiling for any data pipeline with this model and this step code.
-    (a) and (b) run in `--precision` (default auto: bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, as `train` does).
+    (a) and (b) run in each `--precision` given (default auto: what `train` picks here, core.train.resolve_precision;
+    `fp32,bf16` times both, interleaved in the same rounds, and reports bf16/fp32).
 (b) this project's loop: core.train.train_one_epoch over core.data.DeviceLoader on real data (Fashion-MNIST from
     Debian's package or --data-dir; CIFAR-10 from --data-dir, or CIFAR-10-shaped generated images where it is
     absent) with the chosen augmentation preset, batched on the device.
@@ -49,14 +51,17 @@ from ...core.vocab import AUGMENTS, layers
 EPOCH_IMAGES = 50_000  # "epoch time" is quoted for a CIFAR-10-sized epoch on every data set
 
 
+RECIPE = RunConfig()  # the paper's recipe: the model, batch size and optimizer settings of (a) and (b)
+
+
 @dataclass
 class BenchOptions:
     device: str = "auto"
-    n: int = 3
-    shortcut: str = "A"
-    dataset: str = "fashion-mnist"
-    augment: list[str] = field(default_factory=lambda: ["paper"])
-    batch_size: int = 128
+    n: int = RECIPE.n
+    shortcut: str = RECIPE.shortcut
+    dataset: str = "fashion-mnist"  # not the recipe's cifar10: Fashion-MNIST is on every machine of this project
+    augment: list[str] = field(default_factory=lambda: [RECIPE.augment])
+    batch_size: int = RECIPE.batch_size
     steps: int = 12  # timed steps per pipeline per round
     warmup: int = 4  # untimed steps per pipeline per round (>= the classic loader's prefetch: 2 per worker)
     rounds: int = 5
@@ -65,9 +70,9 @@ class BenchOptions:
     threads: int | None = None  # torch.set_num_threads; None keeps the process's default
     compile: bool = False  # torch.compile the model of (a) and (b)
     compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
-    precision: str = "auto"  # of (a) and (b), as core.train.resolve_precision; (c) is fp32, as the peers write it
+    precision: list[str] = field(default_factory=lambda: ["auto"])  # of (a) and (b), each timed; (c) is fp32
+    seed: int = RECIPE.seed
     classic: bool = True
-    seed: int = 0
     data_dir: Path | None = None
 
 
@@ -141,9 +146,6 @@ def _forever(loader):
         yield from loader
 
 
-RECIPE = RunConfig()  # the paper's optimizer settings, for (a) and (b)
-
-
 class Pipeline:
     name: str
     label: str
@@ -154,8 +156,8 @@ class Pipeline:
 
 
 class ModelOnly(Pipeline):
-    def __init__(self, model, device, precision: str, batch_size: int, compile: str | None):
-        self.name, self.label = "a", f"model-only (synthetic batch on device, {precision})"
+    def __init__(self, model, device, precision: str, batch_size: int, compile: str | None, suffix: str = ""):
+        self.name, self.label = f"a{suffix}", f"model-only (synthetic batch on device, {precision})"
         self.model = torch.compile(model, mode=compile) if compile else model
         self.device, self.precision = device, precision
         self.optimizer = make_optimizer(model, RECIPE, torch.tensor(RECIPE.lr, device=device))
@@ -171,8 +173,8 @@ class ModelOnly(Pipeline):
 
 class ThisLoop(Pipeline):
     def __init__(self, model, device, precision: str, bd: BenchData, batch_size: int, augment: str,
-                 compile: str | None, seed: int):
-        self.name, self.label = f"b:{augment}", f"this loop (DeviceLoader, augment {augment}, {precision})"
+                 compile: str | None, seed: int, suffix: str = ""):
+        self.name, self.label = f"b:{augment}{suffix}", f"this loop (DeviceLoader, augment {augment}, {precision})"
         self.raw_model = model  # evaluation runs the eager model, as core.train.Run does
         self.model = torch.compile(model, mode=compile) if compile else model
         self.device, self.precision = device, precision
@@ -229,7 +231,7 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     if opts.steps < 1 or opts.rounds < 1 or opts.warmup < 0:
         raise StudyError("--steps and --rounds must be >= 1 and --warmup >= 0")
     device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device).precision
+    precisions = list(dict.fromkeys(resolve_precision(p, device).precision for p in opts.precision))
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if device.type == "cuda":
@@ -242,37 +244,43 @@ def run_bench(opts: BenchOptions, log=lambda msg: None) -> dict:
     log(f"data: {opts.dataset} ({bd.source}), {len(bd.train)} training images, setup {setup_seconds:.1f} s")
 
     with classic.torchvision_root(opts.dataset, opts.data_dir) if opts.classic else nullcontext() as root:
-        pipelines = _pipelines(opts, device, precision, bd, root)
+        pipelines = _pipelines(opts, device, precisions, bd, root)
         timed = _rounds(pipelines, opts, device, log)
         loader_ms = {p.name: 1000 * p.loader_seconds_per_batch(max(opts.steps, 5))
                      for p in pipelines if isinstance(p, ThisLoop)}
         fast = next(p for p in pipelines if isinstance(p, ThisLoop))
-        evaluation = _evaluation_rate(fast.raw_model, bd, opts.eval_images, device, precision)
+        evaluation = _evaluation_rate(fast.raw_model, bd, opts.eval_images, device, precisions[0])
 
     results = _summaries(pipelines, timed, loader_ms, opts)
     opts_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     return {
         "bench": "train", "started_at": started.isoformat(), "finished_at": now().isoformat(), "options": opts_dict,
         "model": f"ResNet-{layers(opts.n)}", "params": param_count(fast.raw_model),
-        "device": device_name(device), "device_type": device.type, "precision": precision,
+        "device": device_name(device), "device_type": device.type, "precision": ",".join(precisions),
         "torch_threads": torch.get_num_threads(),
         "machine": f"{runtime.cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "torch_version": torch.__version__, "data_source": bd.source, "setup_seconds": setup_seconds,
         "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
         "load_avg_1min_rounds": timed["loads"],
-        "pipelines": results, "ratios": _ratios(results, opts),
+        "pipelines": results, "ratios": _ratios(results, opts, precisions),
         "evaluation": evaluation, "peak_rss_mb_process": _max_rss_mb(),
     }
 
 
-def _pipelines(opts: BenchOptions, device, precision: str, bd: BenchData, root) -> list[Pipeline]:
-    """(a), then (b) and, with the classic peer, (c) for each preset; each with the same initial weights."""
+def _suffix(precision: str, precisions: list[str]) -> str:
+    """A pipeline's name is (a), (b:preset), ... with one precision; with several, (a@bf16), (b:paper@fp32), ..."""
+    return f"@{precision}" if len(precisions) > 1 else ""
+
+
+def _pipelines(opts: BenchOptions, device, precisions: list[str], bd: BenchData, root) -> list[Pipeline]:
+    """(a) per precision, then per preset (b) per precision and, with the classic peer, (c); each with the same
+    initial weights."""
     compile_mode = opts.compile_mode if opts.compile else None
-    pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, precision, opts.batch_size,
-                                           compile_mode)]
+    pipelines: list[Pipeline] = [ModelOnly(_model(opts, device, True), device, p, opts.batch_size, compile_mode,
+                                           _suffix(p, precisions)) for p in precisions]
     for preset in opts.augment:
-        pipelines.append(ThisLoop(_model(opts, device, True), device, precision, bd, opts.batch_size, preset,
-                                  compile_mode, opts.seed))
+        pipelines += [ThisLoop(_model(opts, device, True), device, p, bd, opts.batch_size, preset, compile_mode,
+                               opts.seed, _suffix(p, precisions)) for p in precisions]
         if opts.classic:
             pipelines.append(Classic(_model(opts, device, False), device, bd, root, opts.batch_size, preset,
                                      opts.workers, opts.seed))
@@ -333,17 +341,23 @@ def _summaries(pipelines: list[Pipeline], timed: dict, loader_ms: dict, opts: Be
     return results
 
 
-def _ratios(results: dict, opts: BenchOptions) -> dict:
+def _ratios(results: dict, opts: BenchOptions, precisions: list[str]) -> dict:
     def rate_of(name: str) -> float:
         return results[name]["images_per_second"]
 
     ratios = {}
-    for preset in opts.augment:
-        ratios[f"b:{preset}/a"] = rate_of(f"b:{preset}") / rate_of("a")
-        if opts.classic:
-            ratios[f"b:{preset}/c:{preset}"] = rate_of(f"b:{preset}") / rate_of(f"c:{preset}")
-    if "paper" in opts.augment and "report" in opts.augment:
-        ratios["report_cost_over_paper"] = rate_of("b:paper") / rate_of("b:report") - 1
+    for p in precisions:
+        x = _suffix(p, precisions)
+        for preset in opts.augment:
+            ratios[f"b:{preset}{x}/a{x}"] = rate_of(f"b:{preset}{x}") / rate_of(f"a{x}")
+            if opts.classic:
+                ratios[f"b:{preset}{x}/c:{preset}"] = rate_of(f"b:{preset}{x}") / rate_of(f"c:{preset}")
+        if "paper" in opts.augment and "report" in opts.augment:
+            ratios[f"report_cost_over_paper{x}"] = rate_of(f"b:paper{x}") / rate_of(f"b:report{x}") - 1
+    if set(precisions) == {"fp32", "bf16"}:  # what bf16 autocast buys on this device
+        ratios["a@bf16/a@fp32"] = rate_of("a@bf16") / rate_of("a@fp32")
+        for preset in opts.augment:
+            ratios[f"b:{preset}@bf16/b:{preset}@fp32"] = rate_of(f"b:{preset}@bf16") / rate_of(f"b:{preset}@fp32")
     return ratios
 
 
@@ -371,7 +385,8 @@ def format_report(res: dict) -> str:
         lines.append(line)
     lines.append("")
     lines.append("ratios: " + ", ".join(
-        f"{k} {v:+.1%}" if k == "report_cost_over_paper" else f"{k} {v:.2f}" for k, v in res["ratios"].items()))
+        f"{k} {v:+.1%}" if k.startswith("report_cost_over_paper") else f"{k} {v:.2f}"
+        for k, v in res["ratios"].items()))
     for name, p in res["pipelines"].items():
         if "loader_ms_per_batch" in p:
             lines.append(f"data pipeline alone ({name}): {p['loader_ms_per_batch']:.1f} ms per batch")

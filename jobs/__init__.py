@@ -6,6 +6,7 @@ imports it.
     options.py      Typer options and output helpers shared by the commands
     results_cli.py  results query|sync|table|compare, serve, report
     sweep.py        sweep specs -> cells (all seeds of one experiment each); what every engine shares
+    packing.py      how a cell's runs map to processes and GPUs (one process on a CPU, a process per run on CUDA)
     state.py        each run's and cell's state, from the store
     kubernetes.py   the Kubernetes engine: one Indexed Job per sweep (a pod per cell), the results service
     sweep_cli.py    sweep list|run|local|plan|status|render

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..core import exit_codes, settings
+from .packing import process_groups
 from .sweep import GRACE_SECONDS, IMAGE, INDEX_MODE, INDEX_MODE_ENV, Sweep, cell_memory
 
 class _Literal(str):
@@ -63,7 +64,7 @@ class RenderOptions:
     parallelism: int | None = None  # pods at a time; None: the spec's
     gpus: int = 1
     cpu: str = "4"
-    memory: str | None = None  # None: cell_memory(seeds)
+    memory: str | None = None  # None: cell_memory(seeds, processes)
     backoff_limit_per_index: int = 3
     data_size: str = "10Gi"
     results_size: str = "20Gi"
@@ -123,7 +124,9 @@ def failure_rules() -> list[dict]:
 
 
 def _job(sweep: Sweep, job: str, opts: RenderOptions) -> dict:
-    memory = opts.memory or cell_memory(len(sweep.spec.seed_list))
+    seeds = sweep.spec.seed_list
+    processes = len(process_groups(seeds, "cuda" if opts.gpus else "cpu"))  # what `sweep run` does in the pod
+    memory = opts.memory or cell_memory(len(seeds), processes)
     annotations = {INDEX_MODE_ANNOTATION: INDEX_MODE, "resnet-study/cells": str(len(sweep)),
                    "resnet-study/runs": str(len(sweep.runs)), "resnet-study/spec": f"{sweep.name}.yaml"}
     if opts.min_parallelism:

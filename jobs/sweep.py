@@ -11,8 +11,8 @@
 Any `RunConfig` field except `seed` may be a grid axis, a fixed field or an extra-cell field; `grid` may
 also be a list of grids (each expanded on its own, in order). Unknown keys are rejected, naming the key.
 
-A *cell* is one experiment with all its seeds (its runs); it is what is scheduled, trained (in one process, on one
-device: core/cell.py), resumed and priced. Cell order (the index a Kubernetes Indexed Job hands each pod as
+A *cell* is one experiment with all its seeds (its runs); it is what is scheduled, trained (by one task, on one
+machine; in one process or a process per run: jobs/packing.py), resumed and priced. Cell order (the index a Kubernetes Indexed Job hands each pod as
 JOB_COMPLETION_INDEX) is stable and documented:
 
     index = position: grid cells first, in row-major order of the axes as written (the first axis varies
@@ -223,24 +223,9 @@ INDEX_MODE = "cell"
 GRACE_SECONDS = 60
 
 
-def cell_memory(runs: int) -> str:
-    """Memory for a task that trains a cell of `runs` runs: one copy of the data set and one torch for the process,
-    plus a model, its optimizer and its activations per run (docs/benchmarks.md, "Memory")."""
-    return f"{2 + runs}Gi"
+def cell_memory(runs: int, processes: int = 1) -> str:
+    """Memory for a task that trains a cell of `runs` runs in `processes` processes (jobs/packing.py): one copy of
+    the data set and one torch per process, plus a model, its optimizer and its activations per run
+    (docs/benchmarks.md, "Memory")."""
+    return f"{2 * processes + runs}Gi"
 
-
-# ---------------------------------------------------------------- how many cells at a time
-
-RUNS_PER_GPU = 8  # one ResNet-20 run leaves an H200 mostly idle; 8 fill it best (docs/benchmarks.md, GPU)
-
-
-def default_parallel(device: str, runs_per_cell: int) -> int:
-    """`sweep local`'s default cells at a time: on CUDA, RUNS_PER_GPU runs per visible GPU (a cell of K runs counts
-    K); on a CPU 1 (a cell already uses every core)."""
-    if device == "cpu":
-        return 1
-    import torch  # only here: listing, rendering and status never need it
-
-    if not torch.cuda.is_available():
-        return 1
-    return max(1, RUNS_PER_GPU // max(1, runs_per_cell)) * torch.cuda.device_count()

@@ -1,6 +1,7 @@
 """`resnet-study sweep list|run|local|plan|status|render`: a sweep spec's cells as local processes or a Kubernetes Job.
 
-A cell is all seeds of one experiment; each is trained in one process (core/cell.py), each run keeps its own run id.
+A cell is all seeds of one experiment, each run with its own run id; its runs train in one process on a CPU and in a
+process each on CUDA (jobs/packing.py).
 
     resnet-study sweep list jobs/demo.yaml                 # index -> cell: its seeds and run ids
     resnet-study sweep local jobs/demo.yaml --parallel 2   # every cell not yet completed, 2 processes at a time
@@ -12,7 +13,6 @@ A cell is all seeds of one experiment; each is trained in one process (core/cell
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -28,7 +28,7 @@ import typer
 from ..core import StudyError, runtime, store
 from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
-from . import kubernetes, sweep as sw
+from . import kubernetes, packing, sweep as sw
 from .state import CELL_STATES, states
 from .options import Format, ResultsDir, print_rows, run_option_parameters, \
     run_options_argv, run_options_from, with_parameters
@@ -62,16 +62,15 @@ def sweep_run(spec: str = Spec,
               index: Optional[int] = typer.Option(None, help="Cell index (default: $JOB_COMPLETION_INDEX, set by an "
                                                              "Indexed Kubernetes Job)."),
               **values):
-    """Train one cell in this process: all its seeds, each resumed from its checkpoint or reported completed."""
+    """Train one cell: all its seeds, each resumed from its checkpoint or reported completed (on a CPU in this
+    process, on CUDA a child process per run: jobs/packing.py)."""
     opts = run_options_from(values)
     sweep = sw.load(spec)
     index = _index(sweep, index)
     cell = sweep.cell(index)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{sweep.name} cell {index}/{len(sweep)}: seeds {','.join(map(str, cell.seeds))}: {' '.join(cell.run_ids)}")
-    from ..core.cell import train_cell  # torch: imported only by the commands that train
-
-    train_cell(list(cell.runs), opts, log=log)
+    packing.train_cell(list(cell.runs), opts, log=log)
 
 
 app.command("run")(with_parameters(sweep_run, run_option_parameters()))
@@ -97,18 +96,18 @@ def _index(sweep: sw.Sweep, index: Optional[int]) -> int:
 
 def sweep_local(spec: str = Spec,
                 parallel: Optional[int] = typer.Option(None, "--parallel", "-p", min=1,
-                                                       show_default=f"1 on the CPU; on a GPU {sw.RUNS_PER_GPU} runs "
-                                                                    f"per GPU",
+                                                       show_default=f"1 on the CPU; on a GPU "
+                                                                    f"{packing.RUNS_PER_GPU} runs per GPU",
                                                        help="Cells to run at a time, each in its own process."),
                 **values):
     """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time: each trains its
-    seeds together, resumes interrupted runs, skips completed ones and ones running elsewhere. Logs:
-    RESULTS/sweep-logs/."""
+    seeds (jobs/packing.py: together on a CPU, a process each on CUDA), resumes interrupted runs, skips completed
+    ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
     opts = run_options_from(values, progress="json")
     sweep = sw.load(spec)
     rdir = store.results_location(opts.results_dir)
     store.ensure_writable(rdir)
-    parallel = parallel or sw.default_parallel(opts.device, len(sweep.spec.seed_list))
+    parallel = parallel or packing.default_parallel(opts.device, len(sweep.spec.seed_list))
     logs = log_folder(rdir, sweep.name)
     logs.mkdir(parents=True, exist_ok=True)
     todo, outcome = [], {}
@@ -123,7 +122,7 @@ def sweep_local(spec: str = Spec,
           f"({_counts(s for _, s in todo)}), {len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}",
           flush=True)
     threads = threads_per_cell(opts, parallel, len(todo))
-    base = _cli_command() + ["sweep", "run", str(sweep.path.resolve()),
+    base = packing.cli_command() + ["sweep", "run", str(sweep.path.resolve()),
                              *run_options_argv(opts.model_copy(update={"threads": threads}))]
     stop = _StopOnSignal()
     try:
@@ -287,7 +286,8 @@ def sweep_render(
     parallelism: Optional[int] = typer.Option(None, min=1, help="Pods (cells) at a time (default: the spec's)."),
     gpus: int = typer.Option(1, min=0, help="nvidia.com/gpu per pod: the cell's seeds share it (0: CPU only)."),
     cpu: str = typer.Option("4", help="CPU request per pod."),
-    memory: Optional[str] = typer.Option(None, show_default="2Gi + 1Gi per seed",
+    memory: Optional[str] = typer.Option(None, show_default="3Gi per seed (a process each on a GPU); with --gpus 0, "
+                                                             "2Gi + 1Gi per seed",
                                          help="Memory request and limit per pod (a cell: all its seeds)."),
     backoff_limit_per_index: int = typer.Option(3, min=0, help="Retries per cell (each resumes every run)."),
     queue: Optional[str] = typer.Option(None, help="Kueue LocalQueue to submit to: adds the kueue.x-k8s.io/queue-"
@@ -348,18 +348,9 @@ def _counts(states) -> str:
     return ", ".join(f"{k} {c[k]}" for k in CELL_STATES if c[k]) or "nothing"
 
 
-def _cli_command() -> list[str]:
-    """The `resnet-study` of this interpreter's environment."""
-    script = Path(sys.executable).with_name("resnet-study")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "resnet_study.jobs"]
-
-
 def _die_with_parent() -> None:
-    """In the child: ask Linux for SIGTERM when `sweep local` dies, even by SIGKILL, so no cell runs orphaned."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """In the child: SIGTERM when `sweep local` dies, even by SIGKILL, so no cell runs orphaned."""
+    packing.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to `sweep local`, which stops the cells itself
 
 

@@ -376,7 +376,7 @@ DELETE = object()
     (mutate("Job: spec template spec containers 0 env 2 valueFrom resourceFieldRef resource", "limits.cpu"),
      "RESNET_STUDY_CPU_REQUEST must come from its own requests.cpu"),
     (mutate("Job: spec template spec containers 0 resources requests memory", "8GB"), "not a quantity: '8GB'"),
-    (mutate("Job: spec template spec containers 0 resources limits memory", "4Gi"), "requests.memory 5Gi exceeds"),
+    (mutate("Job: spec template spec containers 0 resources limits memory", "4Gi"), "requests.memory 9Gi exceeds"),
     (mutate("Job: spec template spec containers 0 resources limits nvidia.com/gpu", DELETE), "nvidia.com/gpu must be 1"),
     (mutate("Job: spec template spec volumes 1 persistentVolumeClaim claimName", "results"), "claimName results is no PVC"),
     (mutate("Job: spec template spec containers 0 command 3", "/spec/seed.yaml"), "is not a key of a ConfigMap"),

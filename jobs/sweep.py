@@ -12,8 +12,8 @@ Any `RunConfig` field except `seed` may be a grid axis, a fixed field or an extr
 also be a list of grids (each expanded on its own, in order). Unknown keys are rejected, naming the key.
 
 A *cell* is one experiment with all its seeds (its runs); it is what is scheduled, trained (by one task, on one
-machine; in one process or a process per run: jobs/packing.py), resumed and priced. Cell order (the index a Kubernetes Indexed Job hands each pod as
-JOB_COMPLETION_INDEX) is stable and documented:
+machine; in one process or a process per run: jobs/packing.py), resumed and priced. Cell order (the index a
+Kubernetes Indexed Job hands each pod as JOB_COMPLETION_INDEX) is stable and documented:
 
     index = position: grid cells first, in row-major order of the axes as written (the first axis varies
             slowest, the last fastest), one grid after another; then the `extra` cells in the order written

@@ -7,9 +7,8 @@
 Read-only by construction: only GET routes exist (anything else is 405), the store is opened read-only through
 core.store.StoreReader and never synced from here, request values reach SQL only as bound parameters, column names
 come from the store's schema, figure names from a fixed set (anything else is 404). Bad parameters are 422 with a
-message. Every answer but /healthz's is kept per (generation, path, query) and carries an ETag; If-None-Match gets
-304 (results_api/cache.py): a repeated request costs a dict lookup, and a new snapshot from a running job makes a
-new key.
+message. Every answer is kept per (generation, path, query) and carries an ETag; If-None-Match gets 304
+(results_api/cache.py): a repeated request costs a dict lookup, and a new snapshot from a running job makes a new key.
 
 The routes are in results_api/routes/ (one APIRouter per concern over one store dependency), the optional bearer
 token in results_api/auth.py. Every answer carries an X-Request-ID; an unexpected exception is logged with its
@@ -56,7 +55,7 @@ def create_app(results_dir: "Path | str | Storage", token: Optional[str] = None,
     page = {"dependencies": [Depends(guard.page), answer_from_cache],
             "responses": {303: {"description": "`?token=` was right: the cookie is set, on to the dashboard"},
                           **auth.UNAUTHORIZED}} if guard else {"dependencies": [answer_from_cache]}
-    app.include_router(health.router)
+    app.include_router(health.router, dependencies=[answer_from_cache])
     for router in (runs.router, tables.router, figures.router):
         app.include_router(router, **api)
     app.include_router(dashboard.router, **page)

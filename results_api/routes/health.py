@@ -1,4 +1,5 @@
-"""GET /healthz: liveness and the number of runs; never behind the token (probes carry none)."""
+"""GET /healthz: liveness and the number of runs; never behind the token (probes carry none). Kept per generation
+like every answer: a probe still opens each new generation (the store dependency), so an unreadable one is 503."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from .. import queries
+from ..cache import CachedRoute
 from .common import StoreDep
 
-router = APIRouter()
+router = APIRouter(route_class=CachedRoute)
 
 
 class Health(BaseModel):

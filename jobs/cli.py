@@ -29,7 +29,9 @@ try:  # typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on plain click
     from click import exceptions as click_exc
 
-app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
+# Plain click help (rich_markup_mode=None): Rich's option table cuts long option names at 80 columns
+# (`--backoff-limit-per-in…`) and keeps a docstring's line breaks; click's never cuts a name and reflows sentences.
+app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 
 

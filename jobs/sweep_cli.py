@@ -25,7 +25,7 @@ from typing import Optional
 
 import typer
 
-from ..core import StudyError, runtime, store
+from ..core import EXIT_FAILED, StudyError, runtime, store
 from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
 from . import kubernetes, packing, sweep as sw
@@ -38,6 +38,7 @@ app = typer.Typer(help="Sweep specs: expand a grid into cells (all seeds of one 
 Spec = typer.Argument(..., help="A sweep spec (YAML), or the file name of a shipped one: demo.yaml, seed-study.yaml, "
                                 "paper-cifar10.yaml.")
 LOG_DIR = "sweep-logs"  # under the results dir: one log per cell that `sweep local` ran
+ENGINES = ("kubernetes", "slurm")
 # After SIGTERM a cell finishes its step and checkpoints every run; a cell that takes longer is killed (it then
 # resumes from its last checkpoint). The same margin as the Kubernetes grace period (GRACE_SECONDS, jobs/sweep.py).
 STOP_WAIT_S = sw.GRACE_SECONDS
@@ -249,6 +250,8 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
     planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])
                for r in c.get("runs", [])}
     cells, both = [], []
+    job = slurm.load_job(rdir, sweep.name)  # submitted by `sweep submit --engine slurm`
+    tasks = slurm.task_states(job["job_id"]) if job else {}
     for cell, state, runs in states(sweep, rdir):
         out = []
         for cfg, run_state, row in runs:
@@ -261,16 +264,21 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
                         "actual_s": _seconds(actual), "updated_at": row and row.updated_at,
                         "reason": (row.error_message or "") if row and run_state in ("failed", "interrupted") else ""})
         cells.append({"index": cell.index, "state": state, "runs": out})
+        if job:
+            cells[-1]["slurm"] = _slurm_state(tasks, cell.index, job)
     title = (f"{sweep.name} in {rdir}: cells {_counts(c['state'] for c in cells)}; runs "
              f"{_counts(r['state'] for c in cells for r in c['runs'])}")
+    if job:
+        title += f"; Slurm job {job['job_id']}" + (f": {tasks}" if isinstance(tasks, str) else "")
     if fmt == "json":
         import json
 
         print(json.dumps(cells, default=str, indent=1))
     else:
-        columns = ["index", "cell", "seed", "run_id", "state", "epochs", "test_error_pct", "planned_s", "actual_s",
-                   "updated_at", "reason"]
-        rows = [(c["index"] if k == 0 else "", c["state"] if k == 0 else "", *r.values())
+        columns = ["index", "cell", *(["slurm"] if job else []), "seed", "run_id", "state", "epochs",
+                   "test_error_pct", "planned_s", "actual_s", "updated_at", "reason"]
+        rows = [(c["index"] if k == 0 else "", c["state"] if k == 0 else "",
+                 *([c["slurm"] if k == 0 else ""] if job else []), *r.values())
                 for c in cells for k, r in enumerate(c["runs"])]
         print_rows(columns, rows, fmt, title=title)
     if fmt == "table" and both:
@@ -304,9 +312,33 @@ def sweep_render(
                                                 "volume."),
     s3_secret: str = typer.Option(kubernetes.S3_SECRET, help="Secret holding the bucket's AWS_* variables (with "
                                                      "--results-dir / --data-dir s3://)."),
+    engine: str = typer.Option("kubernetes", help="kubernetes (a manifest) or slurm (an sbatch job array)."),
+    time: Optional[str] = typer.Option(None, "--time", show_default="from the saved `sweep plan`",
+                                       help="Slurm: --time of each task (minutes, HH:MM:SS, D-HH:MM:SS)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm: the partition."),
+    account: Optional[str] = typer.Option(None, help="Slurm: the account charged."),
+    qos: Optional[str] = typer.Option(None, help="Slurm: the QOS."),
+    container: Optional[str] = typer.Option(None, help="Slurm: run each cell in this image (docker name, "
+                                                       "docker://..., or a .sif); default: the installed tool."),
+    container_runtime: str = typer.Option("apptainer", help="Slurm, with --container: apptainer (apptainer exec "
+                                                            "--nv) or pyxis (srun --container-image)."),
+    max_requeues: int = typer.Option(slurm.MAX_REQUEUES, min=0, help="Slurm: requeues per cell (time limit, "
+                                                                     "retry-later, crash)."),
+    signal_before: int = typer.Option(sw.GRACE_SECONDS, min=1, help="Slurm: seconds before the time limit the cell "
+                                                                    "checkpoints and the task requeues itself."),
+    setup: Optional[str] = typer.Option(None, help="Slurm: a shell line run first, e.g. 'source ~/rs/bin/activate'."),
+    log_dir: Optional[str] = typer.Option(None, show_default="RESULTS/sweep-logs/NAME",
+                                          help="Slurm: the folder of the tasks' logs (on the shared filesystem)."),
 ):
-    """Print the Kubernetes manifest for the spec: PVCs (or buckets), the spec as a ConfigMap, an Indexed Job with
-    one index (one pod) per cell."""
+    """Print the Kubernetes manifest for the spec (PVCs or buckets, the spec as a ConfigMap, an Indexed Job with one
+    index, one pod, per cell), or with --engine slurm one sbatch script (a job array, one task per cell)."""
+    if engine == "slurm":
+        sys.stdout.write(_slurm_render(**locals())[0])
+        return
+    check_choice("--engine", "engine", engine, ENGINES)
+    _only_for("slurm", engine, time=time, partition=partition, account=account, qos=qos, container=container,
+              container_runtime=container_runtime != "apptainer", max_requeues=max_requeues != slurm.MAX_REQUEUES,
+              signal_before=signal_before != sw.GRACE_SECONDS, setup=setup, log_dir=log_dir)
     for option, url in (("--results-dir", results_dir), ("--data-dir", data_dir)):
         if url is not None and open_storage(url).is_local:
             raise StudyError(f"{option}: a cluster's pods share a bucket, not this machine's {url!r}; give "
@@ -322,6 +354,102 @@ def sweep_render(
         backoff_limit_per_index=backoff_limit_per_index, queue=queue, min_parallelism=min_parallelism,
         priority_class=priority_class, results_dir=results_dir and str(open_storage(results_dir)),
         data_dir=data_dir and str(open_storage(data_dir)), s3_secret=s3_secret)))
+
+
+def _only_for(engine: str, given: str, **options) -> None:
+    """Refuse the other engine's options: one line naming the first."""
+    for name, value in options.items():
+        if value not in (None, False):
+            raise StudyError(f"--{name.replace('_', '-')} is for --engine {engine}, not {given}; drop it or render "
+                             f"with --engine {engine}")
+
+
+def _slurm_render(spec, image, parallelism, gpus, cpu, memory, backoff_limit_per_index, queue, min_parallelism,
+                  priority_class, results_dir, data_dir, s3_secret, engine, time, partition, account, qos, container,
+                  container_runtime, max_requeues, signal_before, setup, log_dir, **_):
+    """The sbatch script for `sweep render|submit --engine slurm`, its sweep and its results store."""
+    from . import plan as pl
+
+    _only_for("kubernetes", engine, image=image != sw.IMAGE,
+              backoff_limit_per_index=backoff_limit_per_index != 3, queue=queue, min_parallelism=min_parallelism,
+              priority_class=priority_class, s3_secret=s3_secret != kubernetes.S3_SECRET)
+    check_choice("--container-runtime", "container runtime", container_runtime, slurm.CONTAINER_RUNTIMES)
+    sweep = sw.load(spec)
+    results = store.results_location(results_dir)  # a folder on the shared filesystem, or a bucket
+    data = None if data_dir is None else (str(open_storage(data_dir)) if "://" in data_dir
+                                          else str(Path(data_dir).resolve()))
+    script = slurm.render(sweep, kubernetes.RenderOptions(parallelism=parallelism, gpus=gpus, cpu=cpu,
+                                                          memory=memory, data_dir=data),
+                          slurm.SlurmOptions(time=time, partition=partition, account=account, qos=qos,
+                                             container=container, container_runtime=container_runtime,
+                                             max_requeues=max_requeues, signal_before=signal_before, setup=setup,
+                                             log_dir=log_dir, plan=pl.load_saved(results, sweep.name)), results)
+    return script, sweep, results
+
+
+def sweep_submit(spec: str = Spec,
+                 engine: str = typer.Option("slurm", help="slurm (for Kubernetes, `kubectl apply -f` the render)."),
+                 wait: bool = typer.Option(False, "--wait", help="Wait until every task has ended; exit 1 unless "
+                                                                 "all completed."),
+                 **values):
+    """Submit the spec to Slurm (sbatch of `sweep render --engine slurm`, the same options) and keep the job id
+    beside the plan in the results store, for `sweep status`."""
+    if engine != "slurm":
+        raise StudyError(f"--engine {engine}: `sweep submit` submits to Slurm; for Kubernetes `kubectl apply -f` "
+                         f"the output of `sweep render`")
+    script, sweep, results = _slurm_render(spec=spec, engine=engine, **values)
+    store.ensure_writable(results)
+    logs = Path(next(line for line in script.splitlines() if line.startswith("#SBATCH --output="))
+                .removeprefix("#SBATCH --output=")).parent
+    logs.mkdir(parents=True, exist_ok=True)  # sbatch does not create it: a task with no log folder fails
+    job_id = slurm.sbatch(script)
+    saved = slurm.save_job(results, {"spec": sweep.name, "engine": "slurm", "job_id": job_id, "cells": len(sweep),
+                                     "logs": str(logs), "submitted_at": _now()})
+    print(f"{sweep.name}: submitted job {job_id} ({len(sweep)} array tasks, one per cell); logs in {logs}; job id "
+          f"saved to {saved}; watch with `resnet-study sweep status {sweep.path.name}`", flush=True)
+    if not wait:
+        return
+    while slurm.active(job_id):
+        time.sleep(2)
+    tasks = slurm.task_states(job_id)
+    if isinstance(tasks, str):
+        raise StudyError(tasks)
+    for i, t in sorted(tasks.items()):
+        print(f"cell {i}: {t.describe()}")
+    if any(t.state != "COMPLETED" for t in tasks.values()):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _submit_parameters() -> list:
+    import inspect
+
+    return [p for name, p in inspect.signature(sweep_render).parameters.items() if name not in ("spec", "engine")]
+
+
+app.command("submit")(with_parameters(sweep_submit, _submit_parameters()))
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _slurm_state(tasks, index: int, job: dict) -> str:
+    """A cell's Slurm task as `sweep status` shows it; for a failed one, the last error line of its log (why)."""
+    if isinstance(tasks, str) or index not in tasks:
+        return "unknown"
+    task = tasks[index]
+    shown = task.describe()
+    if task.state in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
+        try:
+            lines = (Path(job["logs"]) / f"{index}.log").read_text(errors="replace").splitlines()
+        except (OSError, KeyError):
+            lines = []
+        errors = [line for line in lines if line.startswith("error: ")]
+        if errors:
+            shown += f": {errors[-1].removeprefix('error: ')}"
+    return shown
 
 
 # ---------------------------------------------------------------- helpers

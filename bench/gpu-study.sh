@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # Issue 11 on a lent GPU machine, in as few calls as possible (run from the repository root there):
 #
+#   bench/gpu-study.sh wheels            # HERE, before the device call: the carried wheels into .whl/
 #   bench/gpu-study.sh all [SECONDS]     # tests/gpu, bench train, bench runs, then the study with the time left
 #   bench/gpu-study.sh study [SECONDS]   # (a second call on the same warm machine) finish the study
 #
 # Phases write under $OUT (default bench/results/gpu-<UTC time>) as they finish, so a phase cut short keeps the
-# ones before it. The machine's own python3 and torch are used; what it lacks comes from carried wheels in .whl/
-# (duckdb, pydantic: see docs/benchmarks.md); this checkout is installed over them with --no-deps. Real
-# Fashion-MNIST comes from .gpudata/FashionMNIST/raw (Debian's files, carried with the tree). The study's results
-# dir is /tmp/gpu-study on the machine: a second call resumes it.
+# ones before it. The machine's own python3 and torch are used; what it lacks comes from carried wheels in .whl/,
+# exactly those of bench/gpu-wheels.txt (tests/test_gpu_suite.py checks the list), and this checkout's own wheel,
+# installed with --no-deps (the device call names .whl in `carry`). Real Fashion-MNIST comes from
+# .gpudata/FashionMNIST/raw (Debian's files, carried with the tree). The study's results dir is /tmp/gpu-study on
+# the machine: a second call resumes it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PHASES=${1:-all}
 BUDGET=${2:-560}
+if [ "$PHASES" = wheels ]; then  # here, where pip reaches the index (PYTHON: one with pip, e.g. .venv/bin/python)
+  "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r bench/gpu-wheels.txt || exit 1
+  rm -f .whl/resnet_study-*.whl && "${PYTHON:-python3}" -m pip wheel -q --no-deps --no-build-isolation -w .whl . \
+    || exit 1
+  ls .whl; exit 0
+fi
 T0=$(date +%s)
 OUT=${OUT:-bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -23,10 +33,11 @@ step() { echo "== $* [$(( $(date +%s) - T0 )) s]"; }
 
 # ---------------------------------------------------------------- the project on the machine's torch
 if [ ! -d /tmp/site/resnet_study ]; then
-  step "install: carried wheels (this checkout's own wheel among them: pip wheel --no-deps . -w .whl) into /tmp/site"
+  step "install: the wheels of bench/gpu-wheels.txt and this checkout's own (bench/gpu-study.sh wheels) into /tmp/site"
   ls .whl/resnet_study-*.whl >/dev/null 2>&1 \
     || python3 -m pip wheel -q --no-deps --no-build-isolation --no-index -w .whl . || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --find-links .whl --target /tmp/site \
+    -r bench/gpu-wheels.txt .whl/resnet_study-*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 RS=(python3 -m resnet_study.jobs)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import s3_server as s3_server_module
 from tests.helpers import FASHION_MNIST_DEBIAN, ROOT
 
 FIXTURE_STORE = ROOT / "tests" / "fixtures" / "results-0.1.0"
@@ -37,6 +36,10 @@ def old_store(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 protocol server on 127.0.0.1 for the whole session (tests/s3_server.py), checking signatures."""
+    # Imported here, not at the top: boto3 and moto are the bucket tests' alone, and tests/gpu is collected on a GPU
+    # machine that has neither (tests/test_gpu_suite.py holds conftest to that).
+    from tests import s3_server as s3_server_module
+
     server = s3_server_module.start()
     yield server
     server.stop()

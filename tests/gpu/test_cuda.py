@@ -1,6 +1,7 @@
-"""The CUDA path on a real GPU: bf16 autocast learns what fp32 learns, kill -9 and resume, --compile, and the
-device-side random generator across a checkpoint. Skipped where no CUDA GPU is visible (CPU machines, CI);
-bench/gpu-study.sh runs them on the lent GPU machine.
+"""The CUDA path on a real GPU: bf16 autocast learns what fp32 learns, kill -9 and resume, a cell as a process per
+run, --compile, and the device-side random generator across a checkpoint. Skipped where no CUDA GPU is visible (CPU
+machines, CI); bench/gpu-study.sh runs them on the lent GPU machine. What a GPU machine needs to collect them, and
+every query they make, is checked on the CPU by tests/test_gpu_suite.py.
 
 Data: real Fashion-MNIST, from --data-dir (RESNET_STUDY_DATA) or Debian's package."""
 
@@ -17,6 +18,13 @@ import torch
 
 from resnet_study.core import data
 from tests.helpers import CLI, cli_env, query, run_cli
+
+# Every SQL query of this suite, at module level: tests/test_gpu_suite.py runs each against a store of today's schema
+# on the CPU (in CI), so a query of a column that is gone fails there, not first on a lent GPU.
+RUN_ON_CUDA = "SELECT test_error, precision, device_type FROM runs"
+EPOCH_COPIES = "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch"
+RUN_STATUS = "SELECT status FROM runs"
+CELL_RUNS = "SELECT seed, status, device_type, cell_runs FROM runs ORDER BY seed"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu-study.sh)")]
@@ -41,8 +49,8 @@ def test_bf16_autocast_lands_within_one_point_of_fp32(tmp_path):
     errors = {}
     for precision in ("fp32", "bf16"):
         train(tmp_path / precision, "--n", "3", "--epochs", "3", "--precision", precision)
-        [run] = query(tmp_path / precision, "SELECT test_error, precision, device FROM runs")
-        assert run["precision"] == precision and "cpu" not in run["device"].lower()
+        [run] = query(tmp_path / precision, RUN_ON_CUDA)
+        assert run["precision"] == precision and run["device_type"] == "cuda"
         errors[precision] = run["test_error"]
     print(f"test error: fp32 {errors['fp32']:.4f}, bf16 {errors['bf16']:.4f}")
     assert errors["fp32"] < 0.15 and errors["bf16"] < 0.15  # it learnt (chance: 0.9)
@@ -60,9 +68,18 @@ def test_kill_9_on_cuda_then_resume_with_one_row_per_epoch(tmp_path):
     assert first["epoch"] == 1
     again = run_cli(*args, env=gpu_env(), timeout=900)
     assert "resuming after epoch" in again.stderr
-    assert query(results, "SELECT epoch, count(*) AS copies FROM epochs GROUP BY epoch ORDER BY epoch") == [
+    assert query(results, EPOCH_COPIES) == [
         {"epoch": e, "copies": 1} for e in (1, 2, 3)]
-    assert query(results, "SELECT status FROM runs") == [{"status": "completed"}]
+    assert query(results, RUN_STATUS) == [{"status": "completed"}]
+
+
+def test_a_cell_on_cuda_trains_a_process_per_run(tmp_path):
+    """`--cell-layout auto` on CUDA (jobs/packing.py): a cell of 2 seeds is 2 training processes sharing the GPU, each
+    run trained alone in its process (the same layout as tests/test_packing.py checks on the CPU, there forced)."""
+    out = train(tmp_path, "--n", "1", "--epochs", "1", "--train-limit", "2560", "--seeds", "0,1")
+    assert out.stderr.count(" in process ") == 2, out.stderr
+    assert query(tmp_path, CELL_RUNS) == [{"seed": s, "status": "completed", "device_type": "cuda", "cell_runs": 1}
+                                          for s in (0, 1)]
 
 
 def test_compile_trains(tmp_path):

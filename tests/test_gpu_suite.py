@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.helpers import CLI, ROOT, cli_env, run_cli_many
 
 GPU_TESTS = ROOT / "tests" / "gpu"
@@ -101,6 +103,7 @@ def test_every_query_of_tests_gpu_runs_against_a_store_of_todays_schema(tmp_path
     assert procs[-1].returncode == 2 and 'column "device" not found' in procs[-1].stderr
 
 
+@pytest.mark.slow  # real training processes
 def test_a_gpu_machine_with_the_carried_wheels_collects_tests_gpu_and_runs_its_commands(tmp_path,
                                                                                          fashion_mnist_available):
     """Cost: about 25 s on 2 cores (pytest's collection, a 2-seed cell in a process per run, a query, a status). Not

@@ -72,10 +72,11 @@ def _run_together(args: list[str], seeds: list[int], results_dir: Path, env: dic
 
 
 def _run_cell(args: list[str], seeds: list[int], results_dir: Path, env: dict) -> dict:
-    """The same seeds as one cell: one process."""
+    """The same seeds as one cell in one process (`--cell-layout one-process`: on CUDA a cell is otherwise a process
+    per run, which the K processes above already measure)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(_train_command(args, seeds, results_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(_train_command(args + ["--cell-layout", "one-process"], seeds, results_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     out, _, rss = _finish(proc)
     rates = list(_steady_rates(out).values())
     return {"runs": len(seeds), "wall_seconds": time.perf_counter() - start,

@@ -89,7 +89,7 @@ def gpu_queries() -> dict[str, str]:
 
 
 def test_every_query_of_tests_gpu_runs_against_a_store_of_todays_schema(tmp_path):
-    """Cost: about 3 s (one process runs them all). A query of the `device` column, which the runs table no longer
+    """Cost: about 1 s (one process runs them all). A query of the `device` column, which the runs table no longer
     has, is refused the same way: the check can fail."""
     queries = gpu_queries()
     assert len(queries) >= 4, queries
@@ -106,7 +106,7 @@ def test_every_query_of_tests_gpu_runs_against_a_store_of_todays_schema(tmp_path
 @pytest.mark.slow  # real training processes
 def test_a_gpu_machine_with_the_carried_wheels_collects_tests_gpu_and_runs_its_commands(tmp_path,
                                                                                          fashion_mnist_available):
-    """Cost: about 25 s on 2 cores (pytest's collection, a 2-seed cell in a process per run, a query, a status). Not
+    """Cost: about 20 s on 2 cores (pytest's collection, a 2-seed cell in a process per run, a query, a status). Not
     on the machine and not carried (e.g. boto3, moto, fastapi): unimportable here, and nothing tests/gpu needs
     imports it; every carried wheel is imported by something; the carried versions are this venv's."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

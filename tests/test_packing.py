@@ -62,7 +62,7 @@ def rows_and_weights(results, run_id):
 
 @pytest.mark.slow
 def test_a_cell_as_a_process_per_run_is_the_one_process_cell(tmp_path, fashion_mnist_available):
-    """Cost: about 20 s on 2 cores (a 3-seed cell twice, in 1 and in 3 processes). The process-per-run cell starts
+    """Cost: about 29 s on 2 cores (a 3-seed cell twice, in 1 and in 3 processes). The process-per-run cell starts
     one training process per seed; every run's rows and final weights are the one-process cell's, bit for bit."""
     one, split = tmp_path / "one", tmp_path / "split"
     run_cli("train", *TINY, "--threads", "1", "--seeds", "0-2", "--results-dir", one)
@@ -84,7 +84,7 @@ def test_a_cell_as_a_process_per_run_is_the_one_process_cell(tmp_path, fashion_m
 
 @pytest.mark.slow
 def test_sigterm_to_the_parent_stops_every_child_cleanly_and_the_cell_resumes(tmp_path, fashion_mnist_available):
-    """Cost: about 30 s on 2 cores. `sweep run` of a 3-seed cell, a process per run; SIGTERM to the parent once every
+    """Cost: about 34 s on 2 cores. `sweep run` of a 3-seed cell, a process per run; SIGTERM to the parent once every
     run has finished an epoch: the parent exits 143, every run is interrupted (or completed) with its checkpoint,
     no lease is left; the same command then completes every run with one row per epoch."""
     spec = tmp_path / "cell.yaml"
@@ -117,7 +117,7 @@ def test_sigterm_to_the_parent_stops_every_child_cleanly_and_the_cell_resumes(tm
 
 @pytest.mark.slow
 def test_if_running_exit_leaves_a_held_run_and_exits_3_only_when_every_run_is_held(tmp_path, fashion_mnist_available):
-    """Cost: about 10 s on 2 cores (one tiny run trained). A live lease on seed 0: the cell of seeds 0,1 in a process
+    """Cost: about 12 s on 2 cores (one tiny run trained). A live lease on seed 0: the cell of seeds 0,1 in a process
     per run trains seed 1 and leaves seed 0 (exit 0); asked again, with seed 1 completed, it exits 3."""
     results = tmp_path / "results"
     held = RunConfig(n=1, dataset="fashion-mnist", epochs=2, train_limit=256, test_limit=200, seed=0)

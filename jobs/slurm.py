@@ -159,7 +159,8 @@ def render(sweep: Sweep, opts: RenderOptions, slurm: SlurmOptions, results: Stor
         "",
         *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"  # the threads: the task\'s CPUs',
-        *([slurm.setup] if slurm.setup else []),
+        *(["# shellcheck source=/dev/null  # --setup: the cluster's own environment", slurm.setup]
+          if slurm.setup else []),
         "",
         "# The spec, as rendered: its cells are the array's indices.",
         'spec_dir=$(mktemp -d)',

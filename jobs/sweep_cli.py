@@ -269,7 +269,9 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
     title = (f"{sweep.name} in {rdir}: cells {_counts(c['state'] for c in cells)}; runs "
              f"{_counts(r['state'] for c in cells for r in c['runs'])}")
     if job:
-        title += f"; Slurm job {job['job_id']}" + (f": {tasks}" if isinstance(tasks, str) else "")
+        title += f"; Slurm job {job['job_id']}"
+        if isinstance(tasks, str):
+            print(f"Slurm job {job['job_id']}: {tasks}", file=sys.stderr)
     if fmt == "json":
         import json
 
@@ -368,8 +370,6 @@ def _slurm_render(spec, image, parallelism, gpus, cpu, memory, backoff_limit_per
                   priority_class, results_dir, data_dir, s3_secret, engine, time, partition, account, qos, container,
                   container_runtime, max_requeues, signal_before, setup, log_dir, **_):
     """The sbatch script for `sweep render|submit --engine slurm`, its sweep and its results store."""
-    from . import plan as pl
-
     _only_for("kubernetes", engine, image=image != sw.IMAGE,
               backoff_limit_per_index=backoff_limit_per_index != 3, queue=queue, min_parallelism=min_parallelism,
               priority_class=priority_class, s3_secret=s3_secret != kubernetes.S3_SECRET)
@@ -383,8 +383,18 @@ def _slurm_render(spec, image, parallelism, gpus, cpu, memory, backoff_limit_per
                           slurm.SlurmOptions(time=time, partition=partition, account=account, qos=qos,
                                              container=container, container_runtime=container_runtime,
                                              max_requeues=max_requeues, signal_before=signal_before, setup=setup,
-                                             log_dir=log_dir, plan=pl.load_saved(results, sweep.name)), results)
+                                             log_dir=log_dir, plan=_saved_plan(results, sweep.name)), results)
     return script, sweep, results
+
+
+def _saved_plan(results: Storage, name: str) -> dict | None:
+    """The saved `sweep plan`, where this machine can read the store (a bucket may need credentials it lacks)."""
+    from . import plan as pl
+
+    try:
+        return pl.load_saved(results, name)
+    except StudyError:
+        return None
 
 
 def sweep_submit(spec: str = Spec,

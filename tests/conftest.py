@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FASHION_MNIST_DEBIAN, ROOT
+from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture: a real single-node Slurm)
 
 FIXTURE_STORE = ROOT / "tests" / "fixtures" / "results-0.1.0"
 

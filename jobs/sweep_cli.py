@@ -25,10 +25,10 @@ from typing import Optional
 
 import typer
 
-from ..core import EXIT_FAILED, StudyError, runtime, store
+from ..core import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Stopped, StudyError, runtime, store
 from ..core.storage import Storage, local_cache, open_storage
 from ..core.vocab import DEVICES, check_choice
-from . import kubernetes, packing, sweep as sw
+from . import kubernetes, packing, slurm, sweep as sw
 from .state import CELL_STATES, states
 from .options import Format, ResultsDir, print_rows, run_option_parameters, \
     run_options_argv, run_options_from, with_parameters
@@ -135,10 +135,11 @@ def sweep_local(spec: str = Spec,
                 if (logs / f"{i}.log").is_file():
                     rdir.upload(f"{LOG_DIR}/{sweep.name}/{i}.log", logs / f"{i}.log")
     _print_states(sweep, rdir, outcome)
-    if stop.requested:
-        raise StudyError(f"interrupted; run the same command again to resume the {sweep.name} sweep")
+    if stop.requested:  # every cell it ran was stopped cleanly (or killed after STOP_WAIT_S): all resumable
+        raise Stopped(f"stopped on {signal.Signals(stop.requested).name}; run the same command again to resume the "
+                      f"{sweep.name} sweep", EXIT_SIGTERM if stop.requested == signal.SIGTERM else EXIT_SIGINT)
     if any(o.startswith("failed") for o in outcome.values()):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 app.command("local")(with_parameters(sweep_local, run_option_parameters(exclude=("progress",))))
@@ -493,14 +494,15 @@ def _die_with_parent() -> None:
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM ask the scheduling loop to stop; the cells are then terminated (and resume next time)."""
+    """SIGINT/SIGTERM ask the scheduling loop to stop; the cells are then terminated (and resume next time).
+    `requested`: the first signal's number, 0 while none came."""
 
     def __init__(self):
-        self.requested = False
+        self.requested = 0
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        self.requested = self.requested or signum
 
     def restore(self) -> None:
         for s, h in self._old.items():

@@ -306,3 +306,30 @@ def test_status_tells_a_failed_cell_and_sweep_local_reruns_it(tmp_path, fashion_
     assert "cell 0 completed" in proc.stdout and f"cell 1 failed (exit {EXIT_RETRY})" in proc.stdout
     assert "CIFAR-10 not found" in proc.stderr  # the tail of the failed cell's log
     assert status(spec, results) == ["completed", "missing"]
+
+
+@pytest.mark.slow
+def test_sweep_local_stopped_by_sigterm_exits_143_with_its_runs_resumable(tmp_path, fashion_mnist_available):
+    """SIGTERM to `sweep local` (a Kubernetes pod's or a Slurm task's stop): it stops its cells cleanly (each
+    checkpoints every run) and exits 143, the code that says "resumable" (core.EXIT_CODES), not 2, "a mistake";
+    SIGINT likewise exits 130. About 10 s."""
+    spec = write_spec(tmp_path, "name: stop\nfixed: {n: 1, dataset: fashion-mnist, test_limit: 100, "
+                                "train_limit: 384, epochs: 20}\nseeds: 2\ngrid: {shortcut: [A]}\n")
+    results = tmp_path / "results"
+    runs = sw.load(spec).cells[0].runs
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        sweep = subprocess.Popen([*CLI, "sweep", "local", str(spec), "--device", "cpu", "--results-dir",
+                                  str(results)], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        done = (shard(results, runs[0].run_id) or {}).get("epochs_done", 0)
+        wait_for(lambda: (shard(results, runs[0].run_id) or {}).get("epochs_done", 0) > done, 120,
+                 f"an epoch after {done}")
+        sweep.send_signal(signum)
+        out, err = sweep.communicate(timeout=120)
+        assert sweep.returncode == code, (sweep.returncode, out, err)
+        assert f"stopped on {signum.name}; run the same command again to resume" in err, err
+        assert status(spec, results) == ["interrupted"]
+        for run in runs:  # each run stopped itself cleanly: interrupted, with a checkpoint to resume from
+            row = shard(results, run.run_id)
+            assert row["status"] == "interrupted" and 1 <= row["epochs_done"] < 20, row
+            assert store.checkpoint_exists(results, run.run_id)

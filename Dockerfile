@@ -1,5 +1,5 @@
 # The resnet-study image: one experiment per container (`docker run resnet-study train ...`), a sweep cell per
-# Kubernetes pod (`resnet-study sweep run`), or the read-only results service (`resnet-study serve`).
+# Kubernetes pod (`resnet-study sweep cell`), or the read-only results service (`resnet-study serve`).
 #
 #   docker build -t resnet-study .
 #   docker run --gpus all -v data:/data -v results:/results resnet-study train --n 7 --dataset cifar10

@@ -2,7 +2,7 @@
 # Issue 11 on a lent GPU machine, in as few calls as possible (run from the repository root there):
 #
 #   bench/gpu-study.sh wheels            # HERE, before the device call: the carried wheels into .whl/
-#   bench/gpu-study.sh all [SECONDS]     # tests/gpu, bench train, bench runs, then the study with the time left
+#   bench/gpu-study.sh all [SECONDS]     # tests/gpu, bench train, bench processes, then the study with the time left
 #   bench/gpu-study.sh study [SECONDS]   # (a second call on the same warm machine) finish the study
 #
 # Phases write under $OUT (default bench/results/gpu-<UTC time>) as they finish, so a phase cut short keeps the
@@ -66,8 +66,8 @@ torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_devi
     --steps 60 --warmup 25 --rounds 3
   [ "$(left)" -gt 330 ] && bench resnet56-compile --n 9 --compile --no-classic --steps 40 --warmup 20 --rounds 3
 
-  step "bench runs: train processes per GPU"
-  timeout 200 "${RS[@]}" bench runs --device cuda --processes 1,2,4,8 --n 3 --dataset fashion-mnist --epochs 3 \
+  step "bench processes: train processes per GPU"
+  timeout 200 "${RS[@]}" bench processes --device cuda --processes 1,2,4,8 --n 3 --dataset fashion-mnist --epochs 3 \
     --save "$OUT/bench-runs.json" 2>"$OUT/bench-runs.log" | tee "$OUT/bench-runs.txt"
   tar -C "$OUT" -czf "$OUT/bench.tar.gz" $(cd "$OUT" && ls bench-* 2>/dev/null) 2>/dev/null \
     && cp "$OUT/bench-runs.json" /tmp/bench-runs.json && rm -f "$OUT"/bench-*  # at most 8 files come back

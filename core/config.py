@@ -169,14 +169,15 @@ IfRunning = Literal["wait", "exit"]
 
 class RunOptions(BaseModel):
     """Where and how to run: never part of a run's identity (a run trained on a GPU, in bf16, inside a cell of 8
-    is the same run as one trained alone on a CPU in fp32). One object for `train`, `sweep run` and `sweep local`;
+    is the same run as one trained alone on a CPU in fp32). One object for `train`, `sweep cell` and `sweep local`;
     jobs/options.py makes the command-line options from these fields and turns the object back into an argv."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: Device = Field("auto", description="auto, cpu or cuda.")
     precision: Precision = Field("auto", description="auto, fp32 or bf16: auto is bf16 autocast on CUDA and on "
-                                                     "CPUs with Intel AMX, else fp32.")
+                                                     "CPUs with bf16 units (AMX, AVX512-BF16), else fp32; what "
+                                                     "decided it is recorded per run.")
     threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads (default: OMP_NUM_THREADS, else "
                                                             "the CPUs this process may use: the smallest of the "
                                                             "affinity mask, the cgroup CPU quota and the "

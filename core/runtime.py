@@ -5,7 +5,7 @@ CPU threads. A process that takes one thread per visible core oversubscribes a m
 longer than one after another: docs/benchmarks.md, "Runs sharing CPU cores"). So the default intra-op threads are the CPUs this process may use: the
 smallest of its affinity mask, its cgroup v2 `cpu.max` quota (a container's `--cpus`) and, on Kubernetes, the
 container's CPU request (RESNET_STUDY_CPU_REQUEST, set by the rendered Job through the downward API). `--threads N`
-or OMP_NUM_THREADS override it; processes that share the budget (`sweep local`, `bench runs`) each get their part
+or OMP_NUM_THREADS override it; processes that share the budget (`sweep local`, `bench processes`) each get their part
 of it from `thread_budget()`. `passive_waits()` makes idle OpenMP workers sleep instead of spin, so runs that
 share cores anyway (two users, `docker run` twice) degrade gracefully: docs/benchmarks.md has the figures.
 
@@ -95,7 +95,7 @@ def cpu_budget(proc_cgroup: Path = Path("/proc/self/cgroup"), cgroup_root: Path 
 
 def thread_budget(processes: int = 1, **where) -> int:
     """Intra-op threads for each of `processes` processes that share this process's CPUs (cpu_budget): what
-    `sweep local`, `sweep plan` and `bench runs` give the processes they start. The one place it is computed."""
+    `sweep local`, `sweep plan` and `bench processes` give the processes they start. The one place it is computed."""
     return max(1, cpu_budget(**where)[0] // max(1, processes))
 
 

@@ -42,6 +42,6 @@ CPU_REQUEST = EnvVar("RESNET_STUDY_CPU_REQUEST", None,
 COMMIT = EnvVar("RESNET_STUDY_COMMIT", None,
                 "the git commit of the code, where there is no checkout (the image's build argument)")
 INDEX_MODE = EnvVar("RESNET_STUDY_INDEX_MODE", None,
-                    "what an engine's task index is (\"cell\"), set by the renderers for `sweep run --index`")
+                    "what an engine's task index is (\"cell\"), set by the renderers for `sweep cell --index`")
 
 ALL: tuple[EnvVar, ...] = (RESULTS, DATA, CACHE, API_TOKEN, API_TOKEN_FILE, CPU_REQUEST, COMMIT, INDEX_MODE)

@@ -9,10 +9,11 @@ imports it.
     packing.py      how a cell's runs map to processes and GPUs (one process on a CPU, a process per run on CUDA)
     state.py        each run's and cell's state, from the store
     kubernetes.py   the Kubernetes engine: one Indexed Job per sweep (a pod per cell), the results service
-    sweep_cli.py    sweep list|run|local|plan|status|render
+    slurm.py        the Slurm engine: one sbatch job array per sweep (a task per cell), its requeue policy
+    sweep_cli.py    sweep list|cell|local|plan|status|render|submit
     data_cli.py     data push|fetch: a data set in a bucket, for pods with no data volume
     plan.py         `sweep plan`: what a sweep will cost, from measured runs, and how that compared
-    bench_cli.py    bench train|runs|stop|api
-    bench/          the benchmarks: train.py (`bench train`), runs.py (`bench runs|stop`), api.py (`bench api`)
+    bench_cli.py    bench train|processes|stop|api|data
+    bench/          the benchmarks: train.py (`bench train`), runs.py (`bench processes|stop`), api.py (`bench api`)
     *.yaml          the shipped sweep specs
 """

@@ -125,7 +125,7 @@ def failure_rules() -> list[dict]:
 
 def _job(sweep: Sweep, job: str, opts: RenderOptions) -> dict:
     seeds = sweep.spec.seed_list
-    processes = len(process_groups(seeds, "cuda" if opts.gpus else "cpu"))  # what `sweep run` does in the pod
+    processes = len(process_groups(seeds, "cuda" if opts.gpus else "cpu"))  # what `sweep cell` does in the pod
     memory = opts.memory or cell_memory(len(seeds), processes)
     annotations = {INDEX_MODE_ANNOTATION: INDEX_MODE, "resnet-study/cells": str(len(sweep)),
                    "resnet-study/runs": str(len(sweep.runs)), "resnet-study/spec": f"{sweep.name}.yaml"}
@@ -161,7 +161,7 @@ def _pod_spec(sweep: Sweep, job: str, opts: RenderOptions, memory: str) -> dict:
         "name": "cell",
         "image": opts.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["resnet-study", "sweep", "run", f"/spec/{sweep.name}.yaml", "--progress", "json"],
+        "command": ["resnet-study", "sweep", "cell", f"/spec/{sweep.name}.yaml", "--progress", "json"],
         "env": [{"name": settings.DATA.name, "value": opts.data_dir or "/data"},
                 {"name": settings.RESULTS.name, "value": opts.results_dir or "/results"},
                 # the CPU request in whole CPUs (rounded up): the run's default threads (core.runtime)

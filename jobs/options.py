@@ -1,6 +1,6 @@
 """The Typer options and output helpers that several commands share (a leaf of jobs: imports only core).
 
-The experiment's options (`train`) and the run options (`train`, `sweep run`, `sweep local`) are generated from the
+The experiment's options (`train`) and the run options (`train`, `sweep cell`, `sweep local`) are generated from the
 fields of core.config.RunConfig and core.config.RunOptions: name, type, default and help come from the
 field, so a field added there appears on the command line with no edit here. `run_options_argv` turns a
 RunOptions back into the options that make it: the one place an argv is built from it (`sweep local`, a cell split

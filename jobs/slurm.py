@@ -41,7 +41,7 @@ CONTAINER_RUNTIMES = ("apptainer", "pyxis")
 TIME_FACTOR = 1.5
 TIME_EXTRA_S = 600
 MAX_REQUEUES = 10
-SPEC_END = "RESNET_STUDY_SPEC"  # the here-document's end marker
+SPEC_END = "END_OF_SWEEP_SPEC"  # the here-document's end marker (not a variable)
 
 
 @dataclass
@@ -218,7 +218,7 @@ def _device(opts: RenderOptions) -> str:
 
 
 def _command(sweep: Sweep, opts: RenderOptions, slurm: SlurmOptions, results: Storage) -> str:
-    cell = ["resnet-study", "sweep", "run", f"$spec_dir/{sweep.name}.yaml", "--index", "$SLURM_ARRAY_TASK_ID",
+    cell = ["resnet-study", "sweep", "cell", f"$spec_dir/{sweep.name}.yaml", "--index", "$SLURM_ARRAY_TASK_ID",
             "--progress", "json"]
     quoted = " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in cell)
     if not slurm.container:

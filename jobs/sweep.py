@@ -216,7 +216,7 @@ def load(spec: str | Path) -> Sweep:
 # ---------------------------------------------------------------- what every engine shares
 
 IMAGE = "resnet-study:latest"  # the container image (Dockerfile)
-INDEX_MODE_ENV = settings.INDEX_MODE.name  # what an engine's task index is, for `sweep run` ("cell"; a Job of 0.1 has none)
+INDEX_MODE_ENV = settings.INDEX_MODE.name  # what an engine's task index is, for `sweep cell` ("cell"; a Job of 0.1 has none)
 INDEX_MODE = "cell"
 # SIGTERM lets the cell finish its step and checkpoint every run mid-epoch (core/cell.py); this is how long an
 # engine waits for that before SIGKILL. Measured: `resnet-study bench stop` (docs/benchmarks.md).

@@ -7,7 +7,7 @@ process each on CUDA (jobs/packing.py).
     resnet-study sweep local jobs/demo.yaml --parallel 2   # every cell not yet completed, 2 processes at a time
     resnet-study sweep plan jobs/seed-study.yaml --device cuda   # expected device-hours and wall-clock
     resnet-study sweep status jobs/demo.yaml               # each cell and its runs: completed / running / ...
-    JOB_COMPLETION_INDEX=3 resnet-study sweep run jobs/seed-study.yaml   # one cell (what each Kubernetes pod runs)
+    JOB_COMPLETION_INDEX=3 resnet-study sweep cell jobs/seed-study.yaml   # one cell (what each Kubernetes pod runs)
     resnet-study sweep render jobs/seed-study.yaml > k8s/sweep.yaml
 """
 
@@ -59,7 +59,7 @@ def sweep_list(spec: str = Spec, fmt: str = Format):
                                          f"{len(sweep.runs)} runs")
 
 
-def sweep_run(spec: str = Spec,
+def sweep_cell(spec: str = Spec,
               index: Optional[int] = typer.Option(None, help="Cell index (default: $JOB_COMPLETION_INDEX, set by an "
                                                              "Indexed Kubernetes Job)."),
               **values):
@@ -74,7 +74,10 @@ def sweep_run(spec: str = Spec,
     packing.train_cell(list(cell.runs), opts, log=log)
 
 
-app.command("run")(with_parameters(sweep_run, run_option_parameters()))
+_sweep_cell = with_parameters(sweep_cell, run_option_parameters())
+app.command("cell")(_sweep_cell)
+# The name that Jobs rendered before 2026-12-04 call; hidden, so `sweep cell` is the one that help shows.
+app.command("run", hidden=True)(_sweep_cell)
 
 
 def _index(sweep: sw.Sweep, index: Optional[int]) -> int:
@@ -101,7 +104,7 @@ def sweep_local(spec: str = Spec,
                                                                     f"{packing.RUNS_PER_GPU} runs per GPU",
                                                        help="Cells to run at a time, each in its own process."),
                 **values):
-    """Run every cell that is not completed as `resnet-study sweep run` processes, P at a time: each trains its
+    """Run every cell that is not completed as `resnet-study sweep cell` processes, P at a time: each trains its
     seeds (jobs/packing.py: together on a CPU, a process each on CUDA), resumes interrupted runs, skips completed
     ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
     opts = run_options_from(values, progress="json")
@@ -123,7 +126,7 @@ def sweep_local(spec: str = Spec,
           f"({_counts(s for _, s in todo)}), {len(sweep) - len(todo)} skipped; {parallel} at a time; logs in {logs}",
           flush=True)
     threads = threads_per_cell(opts, parallel, len(todo))
-    base = packing.cli_command() + ["sweep", "run", str(sweep.path.resolve()),
+    base = packing.cli_command() + ["sweep", "cell", str(sweep.path.resolve()),
                              *run_options_argv(opts.model_copy(update={"threads": threads}))]
     stop = _StopOnSignal()
     try:
@@ -200,7 +203,7 @@ def _print_states(sweep, rdir, outcome) -> None:
         done = [r for _, s, r in runs if s == "completed"]
         rows.append((cell.index, ",".join(map(str, cell.seeds)), outcome.get(cell.index, "not started"), state,
                      f"{len(done)}/{len(runs)}", _pct_mean([r.test_error for r in done])))
-    print_rows(["index", "seeds", "this run", "state", "runs completed", "test_error_pct (mean)"], rows, "table",
+    print_rows(["index", "seeds", "this call", "state", "runs completed", "test_error_pct (mean)"], rows, "table",
                title=f"{sweep.name}: {_counts(r[3] for r in rows)}")
 
 

@@ -6,6 +6,7 @@ results store. Imports core, never jobs; the `resnet-study` commands that use it
     auth.py       the optional bearer token (variable or file), the dashboard's cookie
     models.py     the typed rows (comparison table, comparisons, findings): built here, returned, parsed back
     queries.py    every SQL statement the service runs; the comparison table's cells
+    cache.py      the answers kept per snapshot generation (byte-bounded), ETag and 304
     tables.py     the comparison table and the comparisons as CSV, Markdown, HTML, a terminal table
     client.py     a client of a running service: `resnet-study results table|compare --url`
     stats.py      the statistics: cells, Welch and one-sample t-tests, Holm, power (scipy)

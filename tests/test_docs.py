@@ -244,7 +244,7 @@ def check_resnet_study(args: list[str]) -> str | None:
     """None if the real CLI takes `args`, else why not."""
     import typer
 
-    from resnet_study.core import StudyError
+    from resnet_study.core import StudyError, datasets
     from resnet_study.core.vocab import AUGMENTS, DATASETS, DEVICES, PRECISIONS, SHORTCUTS
 
     try:
@@ -262,12 +262,15 @@ def check_resnet_study(args: list[str]) -> str | None:
     params = parsed.params
     vocab = {"device": DEVICES, "precision": PRECISIONS, "dataset": DATASETS, "shortcut": SHORTCUTS,
              "augment": AUGMENTS}
+    own_data = isinstance(params.get("dataset"), str) and datasets.is_path(params["dataset"])  # a user's folder
     for name, words in vocab.items():
-        if isinstance(params.get(name), str) and not (name == "augment" and parsed.path[0] == "bench") \
-                and params[name] not in words:
-            return f"{name} {params[name]!r} is not one of {', '.join(words)}"
+        listed = name in ("augment", "precision") and parsed.path[:2] == ["bench", "train"]  # comma lists there
+        given = params[name].split(",") if listed and isinstance(params.get(name), str) else [params.get(name)]
+        for value in given:
+            if isinstance(value, str) and value not in words and not (name == "dataset" and own_data):
+                return f"{name} {value!r} is not one of {', '.join(words)}"
     try:
-        if parsed.path == ["train"]:
+        if parsed.path == ["train"] and not own_data:  # a doc's folder is not there to fingerprint
             from resnet_study.jobs.options import experiments_from
 
             experiments_from(dict(params))
@@ -567,7 +570,7 @@ def test_make_demo_ends_with_what_to_try_next():
 def test_a_bad_option_or_subcommand_fails_the_check():
     """The check itself: what it must refuse, it refuses (so a doc with a typo cannot pass)."""
     bad = ["resnet-study train --n 3 --no-such-option", "resnet-study sweep nope demo.yaml",
-           "resnet-study train --dataset cifar100", "resnet-study sweep local no-such-spec.yaml",
+           "resnet-study train --dataset imagenet", "resnet-study sweep local no-such-spec.yaml",
            "docker run --rm resnet-study train --bogus", "make no-such-target", "kubectl apply -f k8s/missing.yaml",
            "curl localhost:8000/no-such-route", "curl 'localhost:8000/runs?no_such_param=1'",
            "kubectl exec deploy/resnet-study-results-api -- resnet-study results nope",

@@ -194,7 +194,7 @@ def test_threads_fit_the_cpus_the_run_may_use(tmp_path, fashion_mnist_available)
 def test_idle_openmp_workers_sleep_unless_the_user_chose_otherwise():
     """Runs that share cores must not spin on them: before idle OpenMP workers slept, three `train` commands started
     by hand took 1.8x as long together as in a row (docs/benchmarks.md, "Runs sharing CPU cores", where
-    `bench runs --sequential --no-share-cores` measures it). What fixes it is the policy libgomp reads once, when torch
+    `bench processes --sequential --no-share-cores` measures it). What fixes it is the policy libgomp reads once, when torch
     loads it; libgomp prints what it read (OMP_DISPLAY_ENV=VERBOSE), so this asks libgomp itself, in a real process
     that loads torch: a spin count of 0 by default (left unset, libgomp spins 300 000 times before it sleeps, and
     still prints the policy as PASSIVE), the user's own choice kept. It fails if the CLI stops setting the policy
@@ -212,10 +212,10 @@ def test_idle_openmp_workers_sleep_unless_the_user_chose_otherwise():
 
 
 def test_bench_runs_times_runs_together_and_in_a_row():
-    """`bench runs` (the command behind that figure) on a small setting: P processes at once, then one after
+    """`bench processes` (the command behind that figure) on a small setting: P processes at once, then one after
     another; its figures are a benchmark's, printed, not held to a ratio here (two cores shared with the rest of the
     suite vary more than a tolerance can hold)."""
-    out = run_cli("bench", "runs", "--device", "cpu", "--processes", "2", "--sequential", "--no-share-cores",
+    out = run_cli("bench", "processes", "--device", "cpu", "--processes", "2", "--sequential", "--no-share-cores",
                   "--n", "1", "--epochs", "2", "--train-limit", "256", "--test-limit", "100", "--json",
                   env=env_without_threads(), timeout=600)
     res = json.loads(out.stdout)

@@ -142,7 +142,7 @@ def problems(docs: list[dict]) -> list[str]:
             except Exception as e:  # noqa: BLE001 - any parse failure is the finding
                 out.append(f"{cw}: command {c.get('command')} does not parse with the CLI: {type(e).__name__}: {e}")
                 continue
-            if path == "resnet-study sweep run":
+            if path == "resnet-study sweep cell":
                 spec_path = Path(params["spec"])
                 mount = mounts.get(str(spec_path.parent))
                 cm = configmaps.get(volumes.get(mount["name"], {}).get("configMap", {}).get("name")) if mount else None
@@ -286,7 +286,7 @@ def test_the_configmap_ships_the_spec_file_and_the_pods_run_its_cells():
     (container,) = job["spec"]["template"]["spec"]["containers"]
     # the real CLI, as a process, accepts the pod's command (each pod then reads JOB_COMPLETION_INDEX)
     proc = run_cli(*container["command"][1:], "--help")
-    assert "Usage: resnet-study sweep run" in proc.stdout and "--index" in proc.stdout
+    assert "Usage: resnet-study sweep cell" in proc.stdout and "--index" in proc.stdout
 
 
 def test_the_failure_policy_fails_a_bad_spec_at_once_and_retries_what_may_pass(tmp_path):

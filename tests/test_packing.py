@@ -1,7 +1,7 @@
 """How a cell's runs map to processes (jobs/packing.py), on the CPU: the rules for CUDA as functions (no GPU is
 faked: `process_groups("cuda", ...)` is the layout `--device cuda` takes), and the process-per-run layout itself
 (`--cell-layout process-per-run`, which `auto` picks on CUDA) as real processes on real Fashion-MNIST: K runs in K
-training processes give the single-process cell's rows and weights, SIGTERM to the parent of `sweep run` (what a
+training processes give the single-process cell's rows and weights, SIGTERM to the parent of `sweep cell` (what a
 pod runs) stops every child cleanly with 143 and the same command resumes them, `--if-running exit` leaves held runs.
 """
 
@@ -84,14 +84,14 @@ def test_a_cell_as_a_process_per_run_is_the_one_process_cell(tmp_path, fashion_m
 
 @pytest.mark.slow
 def test_sigterm_to_the_parent_stops_every_child_cleanly_and_the_cell_resumes(tmp_path, fashion_mnist_available):
-    """Cost: about 34 s on 2 cores. `sweep run` of a 3-seed cell, a process per run; SIGTERM to the parent once every
+    """Cost: about 34 s on 2 cores. `sweep cell` of a 3-seed cell, a process per run; SIGTERM to the parent once every
     run has finished an epoch: the parent exits 143, every run is interrupted (or completed) with its checkpoint,
     no lease is left; the same command then completes every run with one row per epoch."""
     spec = tmp_path / "cell.yaml"
     spec.write_text("fixed: {dataset: fashion-mnist, epochs: 4, train_limit: 1280, test_limit: 200}\n"
                     "grid: {n: [1]}\nseeds: 3\n")
     results = tmp_path / "results"
-    args = ["sweep", "run", str(spec), "--index", "0", "--device", "cpu", "--threads", "3", *PER_RUN,
+    args = ["sweep", "cell", str(spec), "--index", "0", "--device", "cpu", "--threads", "3", *PER_RUN,
             "--progress", "json", "--results-dir", str(results)]
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     seen = set()

@@ -1,7 +1,7 @@
 """Sweep specs and the sweep commands, as real processes on real Fashion-MNIST with a real store.
 
 - specs: validation names the bad key; the shipped studies expand to the documented cells in the documented order;
-- `sweep run` with JOB_COMPLETION_INDEX = 0..N-1 as concurrent processes: each index runs its own cell (the mapping
+- `sweep cell` with JOB_COMPLETION_INDEX = 0..N-1 as concurrent processes: each index runs its own cell (the mapping
   the Kubernetes Indexed Job relies on);
 - `sweep local --parallel 2` killed mid-sweep (SIGKILL: no chance to clean up), then run again: it runs only what was
   not completed, resuming the interrupted cells from their checkpoints; `sweep status` tells the truth throughout.
@@ -141,9 +141,9 @@ def test_sweep_list_prints_every_cell_with_its_seeds_and_run_ids():
 def test_missing_spec_and_index_errors(tmp_path):
     spec = write_spec(tmp_path, "grid: {n: [1, 2]}\n")
     missing, which, beyond = run_cli_many([
-        ["sweep", "run", "no-such-spec.yaml", "--index", "0"],
-        ["sweep", "run", spec, "--results-dir", tmp_path / "r"],
-        ["sweep", "run", spec, "--index", "2", "--results-dir", tmp_path / "r"]])
+        ["sweep", "cell", "no-such-spec.yaml", "--index", "0"],
+        ["sweep", "cell", spec, "--results-dir", tmp_path / "r"],
+        ["sweep", "cell", spec, "--index", "2", "--results-dir", tmp_path / "r"]])
     assert missing.returncode == 2 and "sweep spec no-such-spec.yaml not found" in missing.stderr
     assert "demo.yaml" in missing.stderr  # it lists the shipped specs
     assert which.returncode == 2
@@ -153,7 +153,7 @@ def test_missing_spec_and_index_errors(tmp_path):
     assert not (tmp_path / "r").exists()  # nothing was started
 
 
-# ---------------------------------------------------------------- sweep run: index -> cell, as Kubernetes does it
+# ---------------------------------------------------------------- sweep cell: index -> cell, as Kubernetes does it
 
 
 @pytest.mark.slow
@@ -166,7 +166,7 @@ def test_job_completion_index_runs_its_own_cell(tmp_path, fashion_mnist_availabl
     results = tmp_path / "results"
     sweep = sw.load(spec)
     env = {sw.INDEX_MODE_ENV: sw.INDEX_MODE}  # what the rendered Job sets
-    procs = [subprocess.Popen([*CLI, "sweep", "run", str(spec), "--device", "cpu", "--progress", "json",
+    procs = [subprocess.Popen([*CLI, "sweep", "cell", str(spec), "--device", "cpu", "--progress", "json",
                                "--results-dir", str(results)], env=cli_env(JOB_COMPLETION_INDEX=str(i), **env),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(len(sweep))]  # all at once, like the pods of one Job
@@ -179,10 +179,10 @@ def test_job_completion_index_runs_its_own_cell(tmp_path, fashion_mnist_availabl
     assert [(r["run_id"], r["status"], r["train_size"], r["epochs_done"]) for r in rows] == [
         (c.run_id, "completed", c.train_limit, 1) for c in sweep.runs]
     # a retried pod of a completed index does nothing
-    again = run_cli("sweep", "run", spec, "--index", "1", "--results-dir", results, "--device", "cpu")
+    again = run_cli("sweep", "cell", spec, "--index", "1", "--results-dir", results, "--device", "cpu")
     assert again.stderr.count("already completed") == 2
     # a pod of a Job rendered by 0.1 (one run per index, no index mode): refused, one line, nothing run
-    old = run_cli("sweep", "run", spec, "--results-dir", tmp_path / "old", check=False,
+    old = run_cli("sweep", "cell", spec, "--results-dir", tmp_path / "old", check=False,
                   env=cli_env(JOB_COMPLETION_INDEX="4"))
     assert old.returncode == 2 and old.stderr.count("\n") == 1 and "one run per index" in old.stderr
     assert "sweep render" in old.stderr and not (tmp_path / "old").exists()
@@ -287,7 +287,7 @@ def test_status_tells_a_failed_cell_and_sweep_local_reruns_it(tmp_path, fashion_
     results = tmp_path / "results"
     data = tmp_path / "no-data"
     data.mkdir()
-    proc = run_cli("sweep", "run", spec, "--index", "1", "--results-dir", results, "--data-dir", data, check=False)
+    proc = run_cli("sweep", "cell", spec, "--index", "1", "--results-dir", results, "--data-dir", data, check=False)
     assert proc.returncode == EXIT_RETRY and "CIFAR-10" in proc.stderr  # not there yet: a pod would retry
     assert status(spec, results) == ["missing", "missing"]
     # cell 0 as a run that crashed in training leaves it: its shard says failed (written by the job-side store API)

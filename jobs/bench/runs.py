@@ -1,9 +1,9 @@
-"""`resnet-study bench runs`: whole `train` processes sharing one machine, P at a time, as a sweep runs them;
+"""`resnet-study bench processes`: whole `train` processes sharing one machine, P at a time, as a sweep runs them;
 and K separate processes against one cell of K runs in one process.
 
-    resnet-study bench runs --device cuda --processes 1,2,4,8       # runs per GPU: the packing `sweep local` uses
-    resnet-study bench runs --device cpu --processes 3 --sequential  # do 3 runs at once beat 3 in a row?
-    resnet-study bench runs --device cpu --processes 1,2,4,8 --cells  # P processes vs `train --seeds 0..P-1`
+    resnet-study bench processes --device cuda --processes 1,2,4,8       # runs per GPU: the packing `sweep local` uses
+    resnet-study bench processes --device cpu --processes 3 --sequential  # do 3 runs at once beat 3 in a row?
+    resnet-study bench processes --device cpu --processes 1,2,4,8 --cells  # P processes vs `train --seeds 0..P-1`
 
 For each P: P identical `resnet-study train` processes (seeds 0..P-1, one results dir) start together; the figure is
 the wall time until the last ends, and the aggregate training throughput: the sum over processes of their

@@ -1,5 +1,9 @@
 """The results store: per-run shards (the truth) and snapshots of them as DuckDB files, on a disk or in a bucket.
 
+One name, one type: the results store is a core.storage.Storage called `results` in every function here. A command
+(or the service's factory) turns `--results-dir` / $RESNET_STUDY_RESULTS into it once, with `results_location`, at
+its edge; nothing inward takes a path or a URL.
+
 Layout of a results dir (`--results-dir`, env RESNET_STUDY_RESULTS, default ./results; or `s3://bucket/prefix`,
 the same names under the prefix):
 
@@ -126,20 +130,20 @@ def run_dir(results_dir: Path, run_id: str) -> Path:
     return Path(results_dir) / RUNS_DIR / run_id
 
 
-def run_storage(results_dir: "Path | str | Storage", run_id: str) -> Storage:
-    return open_storage(results_dir) / f"{RUNS_DIR}/{run_id}"
+def run_storage(results: Storage, run_id: str) -> Storage:
+    return results / f"{RUNS_DIR}/{run_id}"
 
 
-def ensure_writable(results_dir: "Path | str | Storage") -> None:
+def ensure_writable(results: Storage) -> None:
     """Fail early, before any run exists, when the results dir (or bucket) cannot be written: one line, what to fix."""
-    open_storage(results_dir).check_writable()
+    results.check_writable()
 
 
 # ---------------------------------------------------------------- job side: shards and checkpoints
 
 
-def read_shard(results_dir: "Path | str | Storage", run_id: str) -> Shard | None:
-    data = run_storage(results_dir, run_id).read(SHARD_NAME)
+def read_shard(results: Storage, run_id: str) -> Shard | None:
+    data = run_storage(results, run_id).read(SHARD_NAME)
     if data is None:
         return None
     raw = json.loads(data)
@@ -147,38 +151,38 @@ def read_shard(results_dir: "Path | str | Storage", run_id: str) -> Shard | None
     return Shard.model_validate(raw)
 
 
-def write_shard(results_dir: "Path | str | Storage", run: RunRecord, epochs: list[EpochRecord],
+def write_shard(results: Storage, run: RunRecord, epochs: list[EpochRecord],
                 confusion: list[ConfusionRecord], *, sync_now: bool = True) -> None:
     """Replace the run's shard atomically, then bring the snapshot up to date if nobody else is doing it."""
     shard = Shard(run=run, epochs=epochs, confusion=confusion)
-    run_storage(results_dir, run.run_id).write(SHARD_NAME, shard.model_dump_json().encode())
+    run_storage(results, run.run_id).write(SHARD_NAME, shard.model_dump_json().encode())
     if sync_now:
-        sync(results_dir)
+        sync(results)
 
 
 # torch is imported inside the two checkpoint functions, not at the top: the service and the `results` commands
 # import this module and must not pay for importing torch (seconds), which they never use.
 
-def save_checkpoint(results_dir: "Path | str | Storage", run_id: str, state: dict) -> None:
+def save_checkpoint(results: Storage, run_id: str, state: dict) -> None:
     """torch.save(state) as the run's checkpoint, atomically (one file replace, one PUT)."""
     import torch
 
     buf = io.BytesIO()
     torch.save(state, buf)
-    run_storage(results_dir, run_id).write(CHECKPOINT_NAME, buf.getvalue())
+    run_storage(results, run_id).write(CHECKPOINT_NAME, buf.getvalue())
 
 
-def load_checkpoint(results_dir: "Path | str | Storage", run_id: str, map_location=None) -> dict | None:
+def load_checkpoint(results: Storage, run_id: str, map_location=None) -> dict | None:
     import torch
 
-    data = run_storage(results_dir, run_id).read(CHECKPOINT_NAME)
+    data = run_storage(results, run_id).read(CHECKPOINT_NAME)
     if data is None:
         return None
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
 
 
-def checkpoint_exists(results_dir: "Path | str | Storage", run_id: str) -> bool:
-    return run_storage(results_dir, run_id).version(CHECKPOINT_NAME) is not None
+def checkpoint_exists(results: Storage, run_id: str) -> bool:
+    return run_storage(results, run_id).version(CHECKPOINT_NAME) is not None
 
 
 # ---------------------------------------------------------------- generations and the pointer
@@ -249,10 +253,10 @@ def _cached_name(located: Located) -> str:
 # ---------------------------------------------------------------- sync: shards -> a new generation
 
 
-def sync(results_dir: "Path | str | Storage", grace_s: float = GRACE_S) -> bool:
+def sync(results: Storage, grace_s: float = GRACE_S) -> bool:
     """Bring the snapshot up to date with every shard. Returns False if another process holds the sync (it will
     pick up this process's changes: see the module docstring), True once this process has synced."""
-    storage = open_storage(results_dir)
+    storage = results
     storage.write(DIRTY_NAME, b"")
     while True:
         lease = Lease(storage, "sync", log=lambda message: None, name=LOCK_NAME)
@@ -331,9 +335,9 @@ def _publish(storage: Storage, work: Path, current: Located | None,
     return g, version
 
 
-def publish_snapshot(results_dir: "Path | str | Storage", db: Path) -> int:
+def publish_snapshot(results: Storage, db: Path) -> int:
     """Publish a DuckDB file built elsewhere (a benchmark's synthetic store) as the next generation; its number."""
-    storage = open_storage(results_dir)
+    storage = results
     done = _publish(storage, db, locate(storage), list_generations(storage))
     if done is None:
         raise StudyError(f"another process published a snapshot in {storage} at the same moment; run it again")
@@ -464,9 +468,9 @@ class Snapshot:
         self.con.close()
 
 
-def open_snapshot(results_dir: "Path | str | Storage", located: Located | None = None) -> Snapshot:
+def open_snapshot(results: Storage, located: Located | None = None) -> Snapshot:
     """The newest generation (or `located`), read-only. Never writes to the results dir."""
-    storage = open_storage(results_dir)
+    storage = results
     located = located or locate(storage)
     if located is None:
         raise NoSnapshot(f"{storage} has no snapshot yet; run `resnet-study train --results-dir {storage}` first")
@@ -538,14 +542,14 @@ def _sql_string(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def has_snapshot(results_dir: "Path | str | Storage") -> bool:
-    return locate(open_storage(results_dir)) is not None
+def has_snapshot(results: Storage) -> bool:
+    return locate(results) is not None
 
 
-def connect_read(results_dir: "Path | str | Storage") -> duckdb.DuckDBPyConnection:
+def connect_read(results: Storage) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the newest snapshot. A writable results dir with shards but no snapshot yet is
     synced first. Never blocks a writer: writers never touch a published generation."""
-    storage = require_results(results_dir)
+    storage = require_results(results)
     located = locate(storage)
     if located is None and can_sync(storage):
         sync(storage)
@@ -553,11 +557,11 @@ def connect_read(results_dir: "Path | str | Storage") -> duckdb.DuckDBPyConnecti
     return open_snapshot(storage, located).con
 
 
-def completed_rates(results_dir: "Path | str | Storage", device_name: str | None,
+def completed_rates(results: Storage, device_name: str | None,
                     precision: str) -> list[tuple[int, int, float]]:
     """(layers, runs trained in its process, the device's img/s over them all) of each completed run on
     `device_name` (None: any GPU) in `precision`: what a sweep plan reads back (jobs/plan.py)."""
-    con = connect_read(results_dir)
+    con = connect_read(results)
     try:
         return con.execute(
             "SELECT layers, coalesce(cell_runs, 1), train_size * epochs_done / train_seconds * coalesce(cell_runs, 1) "
@@ -567,9 +571,9 @@ def completed_rates(results_dir: "Path | str | Storage", device_name: str | None
         con.close()
 
 
-def data_version(results_dir: "Path | str | Storage") -> tuple[int, int]:
+def data_version(results: Storage) -> tuple[int, int]:
     """Changes whenever sync publishes a new snapshot: a cache key for anything derived from the store."""
-    located = locate(open_storage(results_dir))
+    located = locate(results)
     return located.key if located else (0, 0)
 
 
@@ -578,9 +582,8 @@ class StoreReader:
     a bucket at most every REMOTE_CHECK_S) and opens a new one when it changed; a query already running keeps its
     generation. Never writes to the results dir."""
 
-    def __init__(self, results_dir: "Path | str | Storage"):
-        self.storage = open_storage(results_dir)
-        self.results_dir = results_dir
+    def __init__(self, results: Storage):
+        self.storage = results
         self._snapshot: Snapshot | None = None
         self._located: Located | None = None
         self._checked = 0.0

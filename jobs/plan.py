@@ -23,7 +23,6 @@ import heapq
 import json
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from ..core import StudyError, datasets, runtime, store, userdata
 from ..core.storage import Storage
@@ -62,13 +61,13 @@ class CellPlan:
     runs: list[RunPlan]
 
 
-def measured_rates(results_dir: Path, device_name: str | None, precision: str) -> dict[int, list[tuple[int, float]]]:
+def measured_rates(results: Storage, device_name: str | None, precision: str) -> dict[int, list[tuple[int, float]]]:
     """layers -> [(cell size, device img/s)] of each completed run on `device_name` (None: any GPU) in
     `precision`."""
-    if not store.has_snapshot(results_dir):
+    if not store.has_snapshot(results):
         return {}
     rates: dict[int, list[tuple[int, float]]] = {}
-    for layers, cell_runs, rate in store.completed_rates(results_dir, device_name, precision):
+    for layers, cell_runs, rate in store.completed_rates(results, device_name, precision):
         rates.setdefault(layers, []).append((cell_runs, rate))
     return rates
 
@@ -88,7 +87,7 @@ def _bench_rate(cfg: RunConfig, device: str, threads: int) -> float:
     return res["pipelines"][f"b:{cfg.augment}"]["images_per_second"]
 
 
-def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: bool = True, log=print) -> dict:
+def plan(sweep: Sweep, results: Storage, device: str, parallel: int, bench: bool = True, log=print) -> dict:
     import torch
 
     from ..core.train import device_name, resolve_precision
@@ -101,7 +100,7 @@ def plan(sweep: Sweep, results_dir: Path, device: str, parallel: int, bench: boo
         dev = torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
         name, precision = device_name(dev), resolve_precision("auto", dev).precision
         where = name
-    rates = measured_rates(results_dir, name, precision)
+    rates = measured_rates(results, name, precision)
     benched: dict[tuple, float] = {}
     threads = runtime.thread_budget(parallel)
     cells = []
@@ -138,10 +137,10 @@ def _wall(seconds: list[float], parallel: int) -> float:
     return max(slots)
 
 
-def save(plan_: dict, results_dir: "Path | str | Storage") -> str | None:
+def save(plan_: dict, results: Storage) -> str | None:
     """Keep the plan beside the results (a folder or the bucket) for `sweep status`; where it was kept, or None
     where the results cannot be written (a plan is worth having, not worth failing for)."""
-    storage = store.results_location(results_dir)
+    storage = results
     name = f"{PLAN_DIR}/{plan_['spec']}.json"
     try:
         storage.write(name, json.dumps(plan_, indent=1).encode())
@@ -150,9 +149,9 @@ def save(plan_: dict, results_dir: "Path | str | Storage") -> str | None:
     return f"{storage}/{name}"
 
 
-def load_saved(results_dir: "Path | str | Storage", name: str) -> dict | None:
+def load_saved(results: Storage, name: str) -> dict | None:
     try:
-        found = store.results_location(results_dir).read(f"{PLAN_DIR}/{name}.json")
+        found = results.read(f"{PLAN_DIR}/{name}.json")
         return json.loads(found) if found is not None else None
     except (OSError, ValueError):
         return None

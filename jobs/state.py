@@ -3,31 +3,30 @@ cell's, whichever engine or process trained it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..core import store
 from ..core.config import RunConfig
 from ..core.lease import read_holder
 from ..core.records import RunRecord
+from ..core.storage import Storage
 from .sweep import Cell, Sweep
 
 STATES = ("completed", "running", "interrupted", "failed", "missing")
 CELL_STATES = ("completed", "running", "partial", "interrupted", "failed", "missing")
 
 
-def run_state(results_dir: Path, cfg: RunConfig) -> tuple[str, RunRecord | None]:
+def run_state(results: Storage, cfg: RunConfig) -> tuple[str, RunRecord | None]:
     """(state, the run's `runs` record or None). States: see STATES.
 
     - completed / failed / interrupted: as the run's shard says (interrupted: stopped on a signal, resumable);
     - running: the shard says running and a live process holds the run's lease (core.lease): same host and its
       pid alive, or a fresh heartbeat; without one it is interrupted (killed, preempted, node lost);
     - missing: never started (or nothing stored yet)."""
-    shard = store.read_shard(results_dir, cfg.run_id)
+    shard = store.read_shard(results, cfg.run_id)
     if shard is None:
-        return ("interrupted" if store.checkpoint_exists(results_dir, cfg.run_id) else "missing"), None
+        return ("interrupted" if store.checkpoint_exists(results, cfg.run_id) else "missing"), None
     row = shard.run
     if row.status == "running":
-        holder = read_holder(store.run_storage(results_dir, cfg.run_id))
+        holder = read_holder(store.run_storage(results, cfg.run_id))
         return ("running" if holder is not None and holder.alive() else "interrupted"), row
     return row.status, row
 
@@ -46,10 +45,10 @@ def cell_state(run_states: list[str]) -> str:
     return "partial" if kinds == {"completed", "missing"} else "interrupted"
 
 
-def states(sweep: Sweep, results_dir: Path) -> list[tuple[Cell, str, list[tuple[RunConfig, str, RunRecord | None]]]]:
+def states(sweep: Sweep, results: Storage) -> list[tuple[Cell, str, list[tuple[RunConfig, str, RunRecord | None]]]]:
     """(cell, its state, [(run, its state, its record)]) for every cell."""
     out = []
     for cell in sweep.cells:
-        runs = [(cfg, *run_state(results_dir, cfg)) for cfg in cell.runs]
+        runs = [(cfg, *run_state(results, cfg)) for cfg in cell.runs]
         out.append((cell, cell_state([r[1] for r in runs]), runs))
     return out

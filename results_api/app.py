@@ -40,12 +40,12 @@ LOG = logging.getLogger("resnet_study.results_api")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID (a proxy's) is kept when it is this
 
 
-def create_app(results_dir: "Path | str | Storage", token: Optional[str] = None,
+def create_app(results: Storage, token: Optional[str] = None,
                cache_bytes: int = cache.CACHE_BYTES) -> FastAPI:
-    """The service over `results_dir`; with `token`, every route but /healthz needs it (results_api/auth.py). Answers
+    """The service over the store `results` (resolved by the caller: store.results_location); with `token`, every route but /healthz needs it (results_api/auth.py). Answers
     are kept per generation, `cache_bytes` of them at most (results_api/cache.py)."""
     app = FastAPI(title="resnet-study results", version="1", description=__doc__.split("\n\n")[0])
-    app.state.store = queries.Store(results_dir)
+    app.state.store = queries.Store(results)
     app.state.responses = cache.ResponseCache(cache_bytes, private=token is not None)
     app.state.token_required = token is not None
     guard = auth.Guard(token) if token is not None else None
@@ -129,7 +129,7 @@ def log_config() -> dict:
     return config
 
 
-def serve(results_dir: "Path | str | Storage", host: str, port: int, token_file: Optional[Path] = None,
+def serve(results_dir: "Path | str | None", host: str, port: int, token_file: Optional[Path] = None,
           insecure_no_auth: bool = False) -> None:
     """Check the dir, the token and the port (one-line errors), then serve until interrupted."""
     import uvicorn

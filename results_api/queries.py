@@ -17,7 +17,6 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,6 +24,7 @@ import duckdb
 from ..core import StudyError, store
 from ..core.config import RunConfig, default_milestones
 from ..core.records import CONFUSION_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS
+from ..core.storage import Storage
 from ..core.datasets import BUILTINS
 from . import stats
 from .models import METRICS, Column, CompareRow, ComparisonRow, ComparisonTable, column_key
@@ -55,9 +55,9 @@ class Store:
     """The read side for the service: a core.store.StoreReader that never creates or syncs anything. A store follows
     the newest generation query by query; `pinned()` is one request's view, whose queries all read one generation."""
 
-    def __init__(self, results_dir: Path):
-        self.results_dir = results_dir
-        self.reader = store.StoreReader(self.results_dir)
+    def __init__(self, results: Storage):
+        self.results = results
+        self.reader = store.StoreReader(results)
         self._snapshot: store.Snapshot | _NoSnapshotYet | None = None  # pinned: the generation every query reads
         self._columns: dict[tuple, dict] = {}  # version -> {(table, column): type}, shared with the pinned views
 

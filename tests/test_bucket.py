@@ -155,4 +155,4 @@ def test_bad_bucket_input_is_one_line_exit_2_and_writes_nothing(s3, s3_server, t
     # a data set not (yet) pushed may come: exit 75, which a Job retries, naming the command that uploads it
     [proc] = run_cli_many([tiny_train_args(s3, "--data-dir", s3.rsplit("/", 1)[0] + "/nodata")])
     assert proc.returncode == EXIT_RETRY and "resnet-study data push fashion-mnist" in proc.stderr, proc.stderr
-    assert store.has_snapshot(s3) is False
+    assert store.has_snapshot(store.results_location(s3)) is False

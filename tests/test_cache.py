@@ -36,7 +36,7 @@ def test_an_etag_is_answered_304_and_a_new_generation_gives_new_content(old_stor
 
         runs = srv.get("/runs?format=csv")
         assert srv.get("/runs?format=csv", headers={"If-None-Match": runs.headers["etag"]}).status_code == 304
-        store.write_shard(old_store, RunRecord(run_id="zz-new-run", status="running", n=4, layers=26), [], [])
+        store.write_shard(store.results_location(old_store), RunRecord(run_id="zz-new-run", status="running", n=4, layers=26), [], [])
         # On a disk the reader looks at CURRENT before every request: the new generation is seen at once.
         fresh = srv.get("/runs?format=csv", headers={"If-None-Match": runs.headers["etag"]})
         assert fresh.status_code == 200 and fresh.headers["etag"] != runs.headers["etag"]
@@ -73,7 +73,7 @@ def test_an_app_with_a_small_cache_draws_again_what_it_evicted(old_store, monkey
     real = figures.render
     monkeypatch.setattr(figures, "render", lambda *a, **k: drawn.append(a[0]) or real(*a, **k))
     bound = 80_000  # one SVG of the old store fits (about 50 kB each), not two
-    with TestClient(create_app(old_store, cache_bytes=bound)) as client:
+    with TestClient(create_app(store.results_location(old_store), cache_bytes=bound)) as client:
         first = client.get("/figures/accuracy.svg")
         assert client.get("/figures/accuracy.svg").content == first.content and drawn == ["accuracy"]
         second = client.get("/figures/error-curves.svg")  # evicts accuracy

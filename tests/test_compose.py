@@ -150,9 +150,10 @@ def test_the_results_service_takes_its_token_from_the_shell():
 
 
 def test_the_healthcheck_route_exists_in_the_results_service(tmp_path):
+    from resnet_study.core import store
     from resnet_study.results_api.app import create_app
 
-    schema = create_app(tmp_path, token="t0ken").openapi()
+    schema = create_app(store.results_location(tmp_path), token="t0ken").openapi()
     assert "/healthz" in schema["paths"] and "security" not in schema["paths"]["/healthz"]["get"]  # no token needed
 
 

@@ -415,9 +415,10 @@ def check_kubectl(argv: list[str]) -> str | None:
 def service_routes() -> list[tuple[re.Pattern, set[str], str]]:
     """(path regex, accepted query parameters, path) of every GET route of the results service, from its OpenAPI
     schema (with a token, so that the dashboard's ?token= is there too), plus the schema and docs pages."""
+    from resnet_study.core import store
     from resnet_study.results_api.app import create_app
 
-    app = create_app(ROOT / "tests" / "fixtures" / "results-0.1.0", token="docs-test-token")
+    app = create_app(store.results_location(ROOT / "tests" / "fixtures" / "results-0.1.0"), token="docs-test-token")
     routes = [(re.compile("^" + "[^/]+".join(map(re.escape, re.split(r"\{[^}]+\}", path))) + "$"),
                {p["name"] for p in ops["get"].get("parameters", []) if p.get("in") == "query"}, path)
               for path, ops in app.openapi()["paths"].items() if "get" in ops]
@@ -494,8 +495,8 @@ def snapshot():
     atexit.register(tmp.cleanup)
     rdir = Path(tmp.name) / "results"
     shutil.copytree(ROOT / "tests" / "fixtures" / "results-0.1.0", rdir)
-    store.sync(rdir)
-    return store.connect_read(rdir)
+    store.sync(store.results_location(rdir))
+    return store.connect_read(store.results_location(rdir))
 
 
 COMMANDS = all_commands()

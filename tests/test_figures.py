@@ -32,9 +32,9 @@ class Drawn:
 def stores(tmp_path_factory) -> dict[str, queries.Store]:
     gpu = tmp_path_factory.mktemp("gpu-2026-11-26")
     shutil.copytree(GPU_STUDY / "runs", gpu / "runs")
-    assert store.sync(gpu)
+    assert store.sync(store.results_location(gpu))
     old = shutil.copytree(FIXTURE_STORE, tmp_path_factory.mktemp("old") / "results")  # read as served: unsynced
-    return {"gpu-2026-11-26": queries.Store(gpu), "0.1.0": queries.Store(old)}
+    return {"gpu-2026-11-26": queries.Store(store.results_location(gpu)), "0.1.0": queries.Store(store.results_location(old))}
 
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,7 @@ def test_run_ids_of_an_old_store_are_found_again(old_store):
     from resnet_study.core import store
 
     for folder in sorted((old_store / "runs").iterdir()):
-        shard = store.read_shard(old_store, folder.name)
+        shard = store.read_shard(store.results_location(old_store), folder.name)
         assert RunConfig.model_validate_json(shard.run.config).run_id == folder.name
 
 

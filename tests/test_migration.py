@@ -24,7 +24,7 @@ def old_rows(results) -> list[dict]:
 def test_old_shards_read_as_this_version_writes_them(old_store):
     for raw in old_rows(old_store):
         assert isinstance(raw["milestones"], str) and "device" in raw  # as 0.1.0 wrote them
-        run = store.read_shard(old_store, raw["run_id"]).run
+        run = store.read_shard(store.results_location(old_store), raw["run_id"]).run
         assert run.milestones == [int(m) for m in raw["milestones"].split(",") if m]
         assert run.device_name == raw["device"] and run.device_type == "cpu"
     assert upgrade_run_row({"status": "failed", "error_message": "KeyboardInterrupt: "})["status"] == "interrupted"
@@ -44,7 +44,7 @@ def test_an_old_snapshot_is_migrated_in_place_and_then_synced(old_store, tmp_pat
     assert types["milestones"] == "BIGINT[]" and "device" not in types
     assert [(r, [int(m) for m in ms.split(",") if m], d, "cpu") for r, ms, d in before] == after
 
-    store.sync(old_store)  # the store as a whole: every run, read back independently
+    store.sync(store.results_location(old_store))  # the store as a whole: every run, read back independently
     runs = db_rows(old_store, "SELECT epochs, milestones, device_type, device_name FROM runs")
     assert len(runs) == 9 and all(r["milestones"] == default_milestones(r["epochs"]) for r in runs)
     assert {r["device_type"] for r in runs} == {"cpu"} and all(r["device_name"].lower().startswith("cpu") for r in runs)
@@ -53,7 +53,7 @@ def test_an_old_snapshot_is_migrated_in_place_and_then_synced(old_store, tmp_pat
 def test_a_reader_reads_an_old_snapshot_migrated_and_leaves_the_store_as_it_was(old_store):
     """The service never syncs: it reads a 0.1 results.duckdb through a migrated private copy."""
     before = store_fingerprint(old_store)
-    reader = store.StoreReader(old_store)
+    reader = store.StoreReader(store.results_location(old_store))
     _, rows = reader.query("SELECT epochs, milestones, device_type, device_name FROM runs")
     reader.close()
     old = {(r["epochs"], r["device"]) for r in old_rows(old_store)}

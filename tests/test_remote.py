@@ -31,7 +31,7 @@ def served(tmp_path_factory):
     """The fixture store, synced by this version (as the local CLI would), served open and with a token."""
     results = tmp_path_factory.mktemp("remote") / "results"
     shutil.copytree(FIXTURE_STORE, results)
-    store.sync(results)
+    store.sync(store.results_location(results))
     open_srv, guarded = Server(results), Server(results, token=TOKEN)
     yield results, open_srv, guarded
     open_srv.stop()

@@ -23,7 +23,7 @@ from tests.helpers import assert_png, assert_svg, db_rows
 
 @pytest.fixture
 def client(old_store):
-    with TestClient(create_app(old_store)) as c:
+    with TestClient(create_app(store.results_location(old_store))) as c:
         yield c
 
 
@@ -72,7 +72,7 @@ def test_a_figure_is_drawn_once_per_data_version(client, old_store, monkeypatch)
     monkeypatch.setattr(figures, "render", lambda *a, **k: drawn.append(a[0]) or real(*a, **k))
     first = client.get("/figures/accuracy.png").content
     assert client.get("/figures/accuracy.png").content == first and drawn == ["accuracy"]  # the second: cached
-    store.write_shard(old_store, RunRecord(run_id="new-run", status="running"), [], [])  # a new snapshot
+    store.write_shard(store.results_location(old_store), RunRecord(run_id="new-run", status="running"), [], [])  # a new snapshot
     client.get("/figures/accuracy.png")
     assert drawn == ["accuracy", "accuracy"]
 
@@ -82,12 +82,12 @@ def test_the_reader_follows_each_new_snapshot(tmp_path):
     first snapshot for as long as any old connection lived. The service must see every snapshot sync publishes,
     while a connection opened earlier keeps its own consistent snapshot."""
     results = tmp_path / "results"
-    db = queries.Store(results)
+    db = queries.Store(store.results_location(results))
     assert queries.count_runs(db) == 0  # no snapshot yet: empty, and nothing written by the reader
     assert not results.exists()
     held = []
     for i in range(1, 4):
-        store.write_shard(results, RunRecord(run_id=f"r{i}", status="running"), [], [])
+        store.write_shard(store.results_location(results), RunRecord(run_id=f"r{i}", status="running"), [], [])
         assert queries.count_runs(db) == i
         held.append(db.reader.connection())  # alive across the next sync
     for i, con in enumerate(held, 1):
@@ -99,7 +99,7 @@ def test_the_reader_follows_each_new_snapshot(tmp_path):
 def test_the_snapshot_of_an_old_store_gains_new_columns_on_sync(old_store):
     """0.1.0 wrote INTEGER columns in its own order; a sync by this version keeps every row and adds what is new."""
     before = db_rows(old_store, "SELECT run_id, n, layers, test_error FROM runs ORDER BY run_id")
-    store.write_shard(old_store, RunRecord(run_id="zz-new", status="running", n=4, layers=26), [], [])
+    store.write_shard(store.results_location(old_store), RunRecord(run_id="zz-new", status="running", n=4, layers=26), [], [])
     con = duckdb.connect(str(store.db_path(old_store)), read_only=True)
     columns = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
     con.close()
@@ -115,7 +115,7 @@ TOKEN = "test-token-0123456789abcdef"
 
 @pytest.fixture
 def guarded(old_store):
-    with TestClient(create_app(old_store, token=TOKEN)) as c:
+    with TestClient(create_app(store.results_location(old_store), token=TOKEN)) as c:
         yield c
 
 
@@ -203,7 +203,7 @@ def test_serve_refuses_an_address_others_reach_without_a_token(tmp_path, monkeyp
 def test_an_unreadable_store_is_503_with_a_request_id(old_store, monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # core.store reads a private copy of a locked file
     store.db_path(old_store).write_bytes(b"not a duckdb file")
-    with TestClient(create_app(old_store)) as c:
+    with TestClient(create_app(store.results_location(old_store))) as c:
         r = c.get("/runs")
         assert r.status_code == 503
         rid = r.headers["x-request-id"]

@@ -62,16 +62,16 @@ def test_each_operation_means_the_same_on_both_backends(where):
 def test_shard_and_checkpoint_round_trip(where):
     run = RunRecord(run_id="r1", status="running", epochs_done=1)
     epochs = [EpochRecord(run_id="r1", epoch=1, lr=0.1, test_error=0.5)]
-    store.write_shard(where, run, epochs, [])
-    assert store.read_shard(where, "r1").run == run and store.read_shard(where, "r1").epochs == epochs
-    assert store.read_shard(where, "r2") is None
+    store.write_shard(store.results_location(where), run, epochs, [])
+    assert store.read_shard(store.results_location(where), "r1").run == run and store.read_shard(store.results_location(where), "r1").epochs == epochs
+    assert store.read_shard(store.results_location(where), "r2") is None
     state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 1, "rng": torch.get_rng_state()}
-    assert not store.checkpoint_exists(where, "r1") and store.load_checkpoint(where, "r1") is None
-    store.save_checkpoint(where, "r1", state)
-    loaded = store.load_checkpoint(where, "r1", map_location="cpu")
-    assert store.checkpoint_exists(where, "r1") and loaded["epoch"] == 1
+    assert not store.checkpoint_exists(store.results_location(where), "r1") and store.load_checkpoint(store.results_location(where), "r1") is None
+    store.save_checkpoint(store.results_location(where), "r1", state)
+    loaded = store.load_checkpoint(store.results_location(where), "r1", map_location="cpu")
+    assert store.checkpoint_exists(store.results_location(where), "r1") and loaded["epoch"] == 1
     assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and torch.equal(loaded["rng"], state["rng"])
-    con = store.connect_read(where)
+    con = store.connect_read(store.results_location(where))
     assert con.execute("SELECT run_id, epochs_done FROM runs").fetchall() == [("r1", 1)]
 
 
@@ -171,26 +171,26 @@ def _runs(snapshot) -> list:
 
 @pytest.mark.slow  # real processes racing or many syncs: seconds each, bucket and disk
 def test_a_reader_keeps_its_generation_while_20_syncs_publish(where):
-    store.write_shard(where, RunRecord(run_id="r00", status="running", epochs_done=0), [], [])
-    held = store.open_snapshot(where)
+    store.write_shard(store.results_location(where), RunRecord(run_id="r00", status="running", epochs_done=0), [], [])
+    held = store.open_snapshot(store.results_location(where))
     before, g = _runs(held), held.generation
     s = open_storage(where)
     first_seen = dict(store.list_generations(s))
-    follower = store.StoreReader(where)
+    follower = store.StoreReader(store.results_location(where))
     assert follower.query("SELECT count(*) FROM runs")[1] == [(1,)]
     for i in range(1, 21):
-        store.write_shard(where, RunRecord(run_id=f"r{i:02d}", status="running", epochs_done=i), [], [])
+        store.write_shard(store.results_location(where), RunRecord(run_id=f"r{i:02d}", status="running", epochs_done=i), [], [])
         assert _runs(held) == before  # same answers, no error
         for gen, version in store.list_generations(s).items():
             assert first_seen.setdefault(gen, version) == version  # a published generation is never rewritten
-    newest = store.open_snapshot(where)
+    newest = store.open_snapshot(store.results_location(where))
     assert newest.generation == g + 20 and len(_runs(newest)) == 21
     if not s.is_local:
         time.sleep(store.REMOTE_CHECK_S)  # a reader of a bucket looks at CURRENT that often
     assert follower.query("SELECT count(*) FROM runs")[1] == [(21,)]  # a StoreReader follows the newest
     assert set(store.list_generations(s)) == set(range(g, g + 21))  # all within the grace period
-    assert store.data_version(where)[0] == g + 20
-    store.sync(where, grace_s=0.0)
+    assert store.data_version(store.results_location(where))[0] == g + 20
+    store.sync(store.results_location(where), grace_s=0.0)
     assert set(store.list_generations(s)) == {g + 20}  # collected after the grace period
     assert _runs(held) == before  # still answering: its file is open (a local disk or this machine's cache)
 
@@ -203,7 +203,7 @@ where, w = sys.argv[1], sys.argv[2]
 rows = []
 for e in range(1, 3):
     rows.append(EpochRecord(run_id=w, epoch=e, lr=0.1, test_error=1 / e))
-    store.write_shard(where, RunRecord(run_id=w, status="completed" if e == 2 else "running", epochs_done=e), rows, [])
+    store.write_shard(store.results_location(where), RunRecord(run_id=w, status="completed" if e == 2 else "running", epochs_done=e), rows, [])
 """
 
 
@@ -218,9 +218,9 @@ def test_eight_writers_and_a_polling_reader(where):
         nonlocal reads
         while not stop.is_set():
             try:
-                if store.has_snapshot(where):
+                if store.has_snapshot(store.results_location(where)):
                     writing = any(p.poll() is None for p in writers)
-                    snap = store.open_snapshot(where)
+                    snap = store.open_snapshot(store.results_location(where))
                     counts.append(snap.query("SELECT count(*) FROM epochs")[1][0][0])
                     snap.close()
                     reads += writing
@@ -241,7 +241,7 @@ def test_eight_writers_and_a_polling_reader(where):
     assert [p.returncode for p in writers] == [0] * 8, errors
     assert not failures, failures[:3]
     assert reads >= 1 and counts == sorted(counts)  # it read while they wrote; snapshots only grow
-    final = store.open_snapshot(where)
+    final = store.open_snapshot(store.results_location(where))
     assert final.query("SELECT run_id, status, epochs_done FROM runs ORDER BY run_id")[1] == [
         (f"w{i}", "completed", 2) for i in range(8)]
     assert final.query("SELECT count(*) FROM epochs")[1] == [(16,)]
@@ -252,15 +252,15 @@ def test_an_old_results_dir_is_read_then_synced_into_generations(old_store):
     """A 0.1.0 results dir (results.duckdb, no snapshots/) answers as it is; its first sync publishes generation 1
     with the same rows, and results.duckdb becomes the DuckDB CLI's copy of it."""
     sql = "SELECT run_id, status, epochs_done, test_error FROM runs ORDER BY run_id"
-    legacy = store.open_snapshot(old_store)
-    assert legacy.generation == 0 and store.data_version(old_store)[0] == 0
+    legacy = store.open_snapshot(store.results_location(old_store))
+    assert legacy.generation == 0 and store.data_version(store.results_location(old_store))[0] == 0
     rows, epochs = legacy.query(sql)[1], legacy.query("SELECT count(*) FROM epochs")[1]
     assert len(rows) == 9
-    assert store.sync(old_store)
-    synced = store.open_snapshot(old_store)
+    assert store.sync(store.results_location(old_store))
+    synced = store.open_snapshot(store.results_location(old_store))
     assert synced.generation == 1 and (old_store / "snapshots" / "CURRENT").is_file()
     assert synced.query(sql)[1] == rows and synced.query("SELECT count(*) FROM epochs")[1] == epochs
-    assert store.data_version(old_store)[0] == 1
+    assert store.data_version(store.results_location(old_store))[0] == 1
     assert store._attach_read_only(store.db_path(old_store)).execute(sql).fetchall() == rows
 
 
@@ -269,15 +269,15 @@ def test_an_old_results_dir_is_read_then_synced_into_generations(old_store):
 
 def test_requests_per_epoch_and_per_heartbeat_on_a_bucket(s3):
     """The counts core/store.py's docstring gives: one epoch's shard + sync, its checkpoint, one heartbeat."""
-    store.write_shard(s3, RunRecord(run_id="r1", status="running"), [], [])
+    store.write_shard(store.results_location(s3), RunRecord(run_id="r1", status="running"), [], [])
     calls = []
     client = s3_client()
     client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name), unique_id="count")
     try:
-        store.write_shard(s3, RunRecord(run_id="r1", status="running", epochs_done=1), [], [])
+        store.write_shard(store.results_location(s3), RunRecord(run_id="r1", status="running", epochs_done=1), [], [])
         epoch = len(calls)
         calls.clear()
-        store.save_checkpoint(s3, "r1", {"epoch": 1})
+        store.save_checkpoint(store.results_location(s3), "r1", {"epoch": 1})
         checkpoint = list(calls)
         calls.clear()
         lease = Lease(f"{s3}/runs/r1", "r1", log=lambda m: None, heartbeat_s=0.2).acquire(wait=False)
@@ -304,7 +304,7 @@ def test_requests_per_epoch_and_per_heartbeat_on_a_bucket(s3):
 def test_a_bad_url_is_one_line(url, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StudyError) as e:
-        store.ensure_writable(url)
+        store.ensure_writable(store.results_location(url))
     assert says in str(e.value) and "\n" not in str(e.value) and "s3://bucket/prefix" in str(e.value)
     assert list(tmp_path.iterdir()) == []  # nothing written, no local folder named after the URL
 
@@ -322,7 +322,7 @@ def test_a_missing_bucket_wrong_credentials_and_no_endpoint_are_one_line(s3, s3_
             for name, value in env.items():
                 m.setenv(name, value)
             with pytest.raises(StudyError) as e:
-                store.write_shard(url, RunRecord(run_id="r1", status="running"), [], [])
+                store.write_shard(store.results_location(url), RunRecord(run_id="r1", status="running"), [], [])
         assert says.strip() in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # nothing half-written
 
@@ -334,7 +334,7 @@ def test_no_credentials_at_all_is_one_line(s3, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(StudyError, match=r"^no AWS credentials for s3://.*AWS_ACCESS_KEY_ID"):
-        store.ensure_writable(s3)
+        store.ensure_writable(store.results_location(s3))
 
 
 def test_the_cli_exits_2_with_one_line(s3):

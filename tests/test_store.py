@@ -33,7 +33,7 @@ def test_eight_concurrent_jobs_with_a_reader_polling(tmp_path, fashion_mnist_ava
             try:
                 if store.db_path(results).exists():
                     writing = any(p.poll() is None for p in procs)
-                    con = store.connect_read(results)
+                    con = store.connect_read(store.results_location(results))
                     seen_epochs.append(con.execute("SELECT count(*) FROM epochs").fetchone()[0])
                     con.close()
                     reads_while_writing += writing
@@ -72,7 +72,7 @@ def test_a_reader_sees_each_finished_epoch_within_seconds(tmp_path, fashion_mnis
         epoch = json.loads(line)["epoch"]
         t0 = time.monotonic()
         while True:
-            con = store.connect_read(results)
+            con = store.connect_read(store.results_location(results))
             n = con.execute("SELECT count(*) FROM epochs").fetchone()[0]
             con.close()
             if n >= epoch:
@@ -128,7 +128,7 @@ def test_a_file_held_read_write_is_read_from_a_private_copy_that_leaves_nothing_
         assert cli.poll() is None, cli.stderr.read()
         with pytest.raises(duckdb.IOException):  # the lock this test is about
             duckdb.connect(str(store.db_path(old_store)), read_only=True)
-        snapshot = store.open_snapshot(old_store)
+        snapshot = store.open_snapshot(store.results_location(old_store))
         assert snapshot.generation == 0 and len(snapshot.query("SELECT run_id FROM runs")[1]) == 9
     finally:
         cli.communicate(".quit\n", timeout=30)
@@ -166,9 +166,9 @@ def test_stale_lock_of_a_killed_syncer_is_taken_over(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     (results / store.LOCK_NAME).write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid}))
-    store.write_shard(results, RunRecord(run_id="r1", status="running"), [], [])
+    store.write_shard(store.results_location(results), RunRecord(run_id="r1", status="running"), [], [])
     assert not (results / store.LOCK_NAME).exists()
-    con = store.connect_read(results)
+    con = store.connect_read(store.results_location(results))
     assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r1", "running")]
 
 
@@ -192,13 +192,13 @@ def test_a_snapshot_from_an_older_version_gains_the_new_columns(tmp_path):
     generations, is upgraded by the next sync, not rejected: the new run's value lands in the new column and the old
     run keeps NULL."""
     results = tmp_path / "results"
-    store.write_shard(results, RunRecord(run_id="old", status="completed"), [], [])
+    store.write_shard(store.results_location(results), RunRecord(run_id="old", status="completed"), [], [])
     shutil.rmtree(results / store.SNAPSHOTS_DIR)  # what an older version left: results.duckdb alone
     con = duckdb.connect(str(store.db_path(results)), config=store.DUCKDB_CONFIG)
     con.execute("ALTER TABLE runs DROP COLUMN precision")
     con.close()
-    assert store.open_snapshot(results).query("SELECT * FROM runs")[0].count("precision") == 0
-    store.write_shard(results, RunRecord(run_id="new", status="running", precision="bf16"), [], [])
-    rows = store.connect_read(results).execute("SELECT run_id, precision FROM runs ORDER BY run_id").fetchall()
+    assert store.open_snapshot(store.results_location(results)).query("SELECT * FROM runs")[0].count("precision") == 0
+    store.write_shard(store.results_location(results), RunRecord(run_id="new", status="running", precision="bf16"), [], [])
+    rows = store.connect_read(store.results_location(results)).execute("SELECT run_id, precision FROM runs ORDER BY run_id").fetchall()
     assert rows == [("new", "bf16"), ("old", None)]
-    assert store.open_snapshot(results).generation == 1  # the old file plus the new run: the first generation
+    assert store.open_snapshot(store.results_location(results)).generation == 1  # the old file plus the new run: the first generation

@@ -21,6 +21,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
+from resnet_study.core import store
 from resnet_study.results_api import queries
 from resnet_study.results_api.app import create_app
 from resnet_study.results_api.reference import Claim, claims
@@ -69,7 +70,7 @@ def test_only_seeds_share_a_cell_in_the_cli_and_the_api(variants):
     assert measured["train 400 of 60k images, test 300 of 10k images"]["count"] == "2"  # the two seeds: one cell
     assert all(line["count"] == "1" for label, line in measured.items() if label.startswith(("train 300", "lr")))
 
-    with TestClient(create_app(variants)) as client:
+    with TestClient(create_app(store.results_location(variants))) as client:
         rows = client.get("/tables/comparison", params={"metric": "test_error_pct"}).json()["rows"]
     cells = {r["label"]: r["cells"]["8x1"] for r in rows if r["kind"] == "measured"}
     assert {k: c["count"] for k, c in cells.items()} == {k: int(v["count"]) for k, v in measured.items()}
@@ -116,7 +117,7 @@ def test_cell_statistics_match_scipy(study):
     expected = independent_cells(study)
     lines = list(csv.DictReader(io.StringIO(run_cli("results", "table", "--format", "csv", "--metric",
                                                     "test_error_pct", "--results-dir", study).stdout)))
-    with TestClient(create_app(study)) as client:
+    with TestClient(create_app(store.results_location(study))) as client:
         api = client.get("/tables/comparison", params={"metric": "test_error_pct"}).json()
     api_cells = {(r["shortcut"], c): cell for r in api["rows"] if r["kind"] == "measured"
                  for c, cell in r["cells"].items()}
@@ -149,7 +150,7 @@ def test_cell_statistics_match_scipy(study):
 def test_comparisons_match_scipy_and_statsmodels(study):
     expected = independent_cells(study)
     rows = run_json("results", "compare", "--format", "json", "--results-dir", study)
-    with TestClient(create_app(study)) as client:
+    with TestClient(create_app(store.results_location(study))) as client:
         assert client.get("/tables/comparisons").json() == rows
         csv_text = client.get("/tables/comparisons", params={"format": "csv"}).text
     header = csv_text.splitlines()[0].split(",")

@@ -294,7 +294,7 @@ def test_status_tells_a_failed_cell_and_sweep_local_reruns_it(tmp_path, fashion_
     cfg = sw.load(spec).cells[0].config
     row = RunRecord(run_id=cfg.run_id, n=1, layers=8, dataset="fashion-mnist", epochs=1, status="failed",
                     epochs_done=0, error_message="RuntimeError: CUDA error: an illegal memory access was encountered")
-    store.write_shard(results, row, [], [])
+    store.write_shard(store.results_location(results), row, [], [])
     assert status(spec, results) == ["failed", "missing"]
     cells = json.loads(run_cli("sweep", "status", spec, "--results-dir", results, "--format", "json").stdout)
     assert cells[0]["runs"][0]["reason"].startswith("RuntimeError: CUDA error: an illegal memory access")
@@ -332,4 +332,4 @@ def test_sweep_local_stopped_by_sigterm_exits_143_with_its_runs_resumable(tmp_pa
         for run in runs:  # each run stopped itself cleanly: interrupted, with a checkpoint to resume from
             row = shard(results, run.run_id)
             assert row["status"] == "interrupted" and 1 <= row["epochs_done"] < 20, row
-            assert store.checkpoint_exists(results, run.run_id)
+            assert store.checkpoint_exists(store.results_location(results), run.run_id)

@@ -169,7 +169,7 @@ def bench_api(runs: int = 10_000, epochs: int = 100, requests: int = 50, keep: P
         served = str(folder)
         if bucket:
             t0 = time.perf_counter()
-            g = store.publish_snapshot(bucket, store.db_path(folder))
+            g = store.publish_snapshot(store.results_location(bucket), store.db_path(folder))
             served = str(store.results_location(bucket))
             print(f"published as generation {g} in {served} in {time.perf_counter() - t0:.1f} s", flush=True)
         port = _free_port()

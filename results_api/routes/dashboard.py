@@ -28,7 +28,7 @@ def dashboard(request: Request, db: StoreDep):
     plain = queries.has_plain_runs(db)
     figs = [name for name in figures.FIGURES if name != "plain-vs-resnet" or plain]
     page = TEMPLATES.get_template("dashboard.html").render(
-        title="resnet-study results", results_dir=str(db.results_dir), total_runs=queries.count_runs(db),
+        title="resnet-study results", results_dir=str(db.results), total_runs=queries.count_runs(db),
         status_counts=queries.status_counts(db), table=tables.html_context(queries.comparison(db)),
         findings=queries.findings(db), runs=queries.recent_runs(db, DASHBOARD_RUNS),
         figures=[{"name": n, "alt": figures.FIGURES[n]} for n in figs])

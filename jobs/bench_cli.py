@@ -7,8 +7,9 @@
     resnet-study bench runs --device cpu --processes 1,2,4,8 --cells # P processes against one cell of P runs
     resnet-study bench stop --device cpu --n 18 --seeds 3             # SIGTERM to exit: the grace period a pod needs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
+    resnet-study bench data ./my-images                              # decode rate, cached load of the second run
 
-What each measures, and how: jobs/bench/ (train.py, runs.py, api.py).
+What each measures, and how: jobs/bench/ (train.py, runs.py, api.py, data.py).
 """
 
 from __future__ import annotations
@@ -189,3 +190,14 @@ def bench_api(
     from .bench.api import bench_api as run_bench_api  # FastAPI and the app: only this command
 
     run_bench_api(runs=runs, epochs=epochs, requests=requests, keep=keep, bucket=results_dir)
+
+
+@app.command("data")
+def bench_data(path: Path = typer.Argument(..., help="Your data set: a folder PATH/train/<class>/*, "
+                                                     "PATH/test/<class>/* (or an .npz)."),
+               as_json: bool = AsJson, save: Optional[Path] = Save):
+    """Decode PATH as a first run would (in a fresh cache) and load it as the second run does: the decode rate
+    (images/s) and the second run's cached load time."""
+    from .bench.data import bench_data as run_bench_data, report
+
+    _emit(run_bench_data(path), report, as_json, save)

@@ -5,7 +5,7 @@ data's identity (a content hash in the name and the run id), its decode cache, a
 
 Cost on the shared 2-core machine: test_each_format_trains_below_chance 29 s (five trainings in one process, and a
 server), test_user_data_bad_input 2.4 s, test_identity_follows_the_content 0.03 s, test_edited_folder_trains_a_new_run
-9 s (two processes)."""
+9 s (two processes), test_bench_data_times_the_decode_and_the_cached_second_run 0.1 s."""
 
 from __future__ import annotations
 
@@ -250,3 +250,16 @@ def test_edited_folder_trains_a_new_run(tmp_path):
     rows = query(results, "SELECT dataset, train_size, status FROM runs ORDER BY train_size")
     assert [r["train_size"] for r in rows] == [29, 30] and all(r["status"] == "completed" for r in rows)
     assert rows[0]["dataset"] != rows[1]["dataset"]
+
+
+def test_bench_data_times_the_decode_and_the_cached_second_run(tmp_path, monkeypatch):
+    """`bench data`'s figures come from a real decode and a real cached load, in a cache it removes afterwards."""
+    from resnet_study.jobs.bench.data import bench_data
+
+    monkeypatch.setenv(settings.CACHE.name, str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "pics", per_class=8, test_per_class=2)
+    res = bench_data(folder)
+    assert res["images"] == 30 and res["classes"] == 3 and res["dataset"].startswith("pics@")
+    assert res["decode_images_per_second"] > 0 and res["second_run_cached_load_seconds"] < res["decode_seconds"]
+    assert res["cache_bytes"] > 30 * 3 * 32 * 32
+    assert not (tmp_path / "cache").exists()  # its own temporary cache, not the user's

@@ -204,8 +204,9 @@ def test_scontrol_requeue_mid_epoch_resumes_bit_identical(tmp_path, slurm_cluste
 def test_a_task_at_its_time_limit_checkpoints_requeues_itself_and_completes(tmp_path, slurm_cluster,
                                                                             fashion_mnist_available):
     # --time 1 (the shortest Slurm has) and USR1 10 s before it: slurmctld checks every 30 s, so the signal comes
-    # 20-50 s into the task; the cell trains ~60 s uninterrupted, so it is always caught mid-training.
-    spec = requeue_spec(tmp_path, "timed", epochs=4, train_limit=7040)
+    # 20-50 s into the task; the cell trains ~55 s uninterrupted (1 300 img/s on one thread), so it is caught
+    # mid-training.
+    spec = requeue_spec(tmp_path, "timed", epochs=5, train_limit=14400)
     env = slurm_env(slurm_cluster)
     results = tmp_path / "results"
     submitted = run_cli("sweep", "submit", spec, "--gpus", "0", "--cpu", "1", "--time", "1", "--signal-before",
@@ -213,11 +214,12 @@ def test_a_task_at_its_time_limit_checkpoints_requeues_itself_and_completes(tmp_
     log = (results / "sweep-logs" / "timed" / "0.log").read_text()
     assert "cell 0: completed" in submitted.stdout, submitted.stdout + log
     assert "stopped by the time-limit: requeueing" in log and "allocation 2" in log, log
+    assert "stopped on SIGTERM: 1 run(s) checkpointed mid-epoch" in log, log
     assert re.search(r"resuming epoch \d at step", log), log
     state = task(slurm_cluster, re.search(r"submitted job (\d+)", submitted.stdout).group(1))
     assert state.state == "COMPLETED" and state.restarts >= 1
     rows = epoch_rows(results)
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_TEST := dataset-fashion-mnist chromium chromium-driver docker-compose
+APT_TEST := dataset-fashion-mnist chromium chromium-driver docker-compose slurm-wlm munge shellcheck
 APT_DEMO := dataset-fashion-mnist
 DEMO_RESULTS ?= results/demo
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_study.core import EXIT_RETRY, EXIT_SIGTERM, EXIT_USER_ERROR
+from resnet_study.core import EXIT_RETRY, EXIT_SIGTERM, EXIT_USER_ERROR, datasets
 from resnet_study.jobs import kubernetes, sweep as sw
 from tests.helpers import ROOT, cli_env, dockerfile_uid, parse_command, run_cli
 
@@ -335,8 +335,8 @@ def test_fetch_data_job_fills_the_sweeps_data_claim():
     assert c["command"][:2] == ["python", "-c"]
     code = c["command"][2]
     compile(code, "fetch-data", "exec")
-    # torchvision puts them where core.data looks: /data/cifar-10-batches-py, /data/FashionMNIST/raw
-    assert 'CIFAR10("/data", train=True, download=True)' in code and 'FashionMNIST("/data"' in code
+    # torchvision puts them where core.data looks (/data/cifar-10-batches-py, ...): every built-in of the registry
+    assert all(f"tv.{spec.torchvision}" in code for spec in datasets.BUILTINS.values())
 
 
 def mutate(path: str, value):
@@ -460,7 +460,8 @@ def test_a_bucket_render_has_no_volume_claim_and_passes_kubernetes_validate(tmp_
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     script = yaml.safe_load(files[1].read_text())["spec"]["template"]["spec"]["containers"][0]["command"][2]
     pushes = [shlex.split(line) for line in script.splitlines() if line.startswith("resnet-study data push")]
-    assert len(pushes) == 2 and all(p[4] == env["RESNET_STUDY_DATA"] for p in pushes)
+    assert [p[3] for p in pushes] == list(datasets.BUILTINS) and all(p[4] == env["RESNET_STUDY_DATA"] for p in pushes)
+    assert all(f"tv.{spec.torchvision}" in script for spec in datasets.BUILTINS.values())
     for p in pushes:
         assert parse_command(p)[0] == "resnet-study data push"
 

@@ -275,3 +275,12 @@ def test_the_script_has_an_arm_for_every_exit_code_of_core():
     arms = re.findall(r"^  ([\d|]+)\)  # (\w+)", script, re.M)
     by_code = {int(c): action for codes, action in arms for c in codes.split("|")}
     assert {e.code: e.batch for e in EXIT_CODES} == {c: a for c, a in by_code.items() if c not in (126, 127)}
+
+
+def test_the_requeue_table_in_docs_hpc_is_the_policy():
+    """docs/hpc.md's exit-code table is what the rendered script does with each code of core's EXIT_CODES."""
+    text = (ROOT / "docs" / "hpc.md").read_text().split("## Exit codes and requeues", 1)[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    assert [(int(code), action) for code, action, _ in rows] == [(e.code, e.batch) for e in EXIT_CODES]
+    assert {int(code): does for code, _, does in rows} == slurm.requeue_policy()

@@ -9,6 +9,7 @@ imports it.
     packing.py      how a cell's runs map to processes and GPUs (one process on a CPU, a process per run on CUDA)
     state.py        each run's and cell's state, from the store
     kubernetes.py   the Kubernetes engine: one Indexed Job per sweep (a pod per cell), the results service
+    slurm.py        the Slurm engine: one sbatch job array per sweep (a task per cell), requeues, task states
     slurm.py        the Slurm engine: one sbatch job array per sweep (a task per cell), its requeue policy
     sweep_cli.py    sweep list|cell|local|plan|status|render|submit
     data_cli.py     data push|fetch: a data set in a bucket, for pods with no data volume

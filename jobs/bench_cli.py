@@ -3,8 +3,8 @@
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist
     resnet-study bench train --device cpu --n 3 --dataset fashion-mnist --augment paper,report --json > bench.json
     resnet-study bench train --device cpu --n 18 --no-classic --steps 5 --rounds 1   # ResNet-110 memory check
-    resnet-study bench runs --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
-    resnet-study bench runs --device cpu --processes 1,2,4,8 --cells # P processes against one cell of P runs
+    resnet-study bench processes --device cuda --processes 1,2,4,8        # whole train processes sharing a machine
+    resnet-study bench processes --device cpu --processes 1,2,4,8 --cells # P processes against one cell of P runs
     resnet-study bench stop --device cpu --n 18 --seeds 3             # SIGTERM to exit: the grace period a pod needs
     resnet-study bench api [--runs 10000] [--epochs 100] [--requests 50]
     resnet-study bench data ./my-images                              # decode rate, cached load of the second run
@@ -95,7 +95,7 @@ def bench_train(
     _emit(res, format_report, as_json, save)
 
 
-@app.command("runs")
+@app.command("processes")
 def bench_runs(
     processes: str = typer.Option("1,2,4", help="How many train processes at once, comma-separated levels."),
     sequential: bool = typer.Option(False, "--sequential", help="Also run each level's trainings one after another."),

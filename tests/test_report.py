@@ -70,7 +70,7 @@ def test_results_table_formats(study):
     assert "Comparison table (2 completed runs)" in table and "seed report, Table 1" in table
     assert "plain net, train 1k of 60k images, test 500 of 10k images" in table and "8.75" in table
 
-    for bad in (["--metric", "accuracy"], ["--dataset", "mnist"], ["--format", "xml"]):
+    for bad in (["--metric", "accuracy"], ["--dataset", "emnist"], ["--format", "xml"]):
         proc = run_cli("results", "table", *bad, "--results-dir", study, check=False)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     proc = run_cli("results", "table", "--results-dir", study / "nope", check=False)

@@ -34,10 +34,10 @@ results_app = typer.Typer(help="Read the results store (DuckDB): SQL queries and
 def _existing_results_dir(results_dir: Optional[str]) -> Storage:
     """The results store (a folder or a bucket), synced with the shards written since the last snapshot when this
     process may write there."""
-    rdir = store.require_results(results_dir)
-    if store.can_sync(rdir):
-        store.sync(rdir)
-    return rdir
+    results = store.require_results(results_dir)
+    if store.can_sync(results):
+        store.sync(results)
+    return results
 
 
 def _source(ctx: typer.Context, url: Optional[str], token_file: Optional[Path],
@@ -87,10 +87,10 @@ def results_query(
 @results_app.command("sync")
 def results_sync(results_dir: Optional[str] = ResultsDir):
     """Rebuild results.duckdb from the run shards (jobs do this themselves; useful after copying shards in)."""
-    rdir = store.results_location(results_dir)
-    store.ensure_writable(rdir)
-    done = store.sync(rdir)
-    print(f"{rdir}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
+    results = store.results_location(results_dir)
+    store.ensure_writable(results)
+    done = store.sync(results)
+    print(f"{results}: " + ("up to date" if done else "another process is syncing; it will include all shards"))
 
 
 def print_wide(header: list[str], rows: list[list[str]], title: str, label_columns: int = 3) -> None:

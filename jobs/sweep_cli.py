@@ -109,13 +109,13 @@ def sweep_local(spec: str = Spec,
     ones and ones running elsewhere. Logs: RESULTS/sweep-logs/."""
     opts = run_options_from(values, progress="json")
     sweep = sw.load(spec)
-    rdir = store.results_location(opts.results_dir)
-    store.ensure_writable(rdir)
+    results = store.results_location(opts.results_dir)
+    store.ensure_writable(results)
     parallel = parallel or packing.default_parallel(opts.device, len(sweep.spec.seed_list))
-    logs = log_folder(rdir, sweep.name)
+    logs = log_folder(results, sweep.name)
     logs.mkdir(parents=True, exist_ok=True)
     todo, outcome = [], {}
-    for cell, state, _ in states(sweep, rdir):
+    for cell, state, _ in states(sweep, results):
         if state == "completed":
             outcome[cell.index] = "skipped: completed before"
         elif state == "running":
@@ -133,11 +133,11 @@ def sweep_local(spec: str = Spec,
         _schedule(sweep, todo, parallel, base, logs, outcome, stop)
     finally:
         stop.restore()
-        if not rdir.is_local:  # the logs go beside the results, each one PUT
+        if not results.is_local:  # the logs go beside the results, each one PUT
             for i in outcome:
                 if (logs / f"{i}.log").is_file():
-                    rdir.upload(f"{LOG_DIR}/{sweep.name}/{i}.log", logs / f"{i}.log")
-    _print_states(sweep, rdir, outcome)
+                    results.upload(f"{LOG_DIR}/{sweep.name}/{i}.log", logs / f"{i}.log")
+    _print_states(sweep, results, outcome)
     if stop.requested:  # every cell it ran was stopped cleanly (or killed after STOP_WAIT_S): all resumable
         raise Stopped(f"stopped on {signal.Signals(stop.requested).name}; run the same command again to resume the "
                       f"{sweep.name} sweep", EXIT_SIGTERM if stop.requested == signal.SIGTERM else EXIT_SIGINT)
@@ -148,10 +148,10 @@ def sweep_local(spec: str = Spec,
 app.command("local")(with_parameters(sweep_local, run_option_parameters(exclude=("progress",))))
 
 
-def log_folder(rdir: Storage, sweep_name: str) -> Path:
+def log_folder(results: Storage, sweep_name: str) -> Path:
     """Where `sweep local` writes each cell's log: RESULTS/sweep-logs/SWEEP/ on a disk; for a bucket this machine's
     cache (core.storage.local_cache), copied to the bucket's sweep-logs/SWEEP/ when the cells end."""
-    base = rdir.root if rdir.is_local else local_cache(rdir, "s3")
+    base = results.root if results.is_local else local_cache(results, "s3")
     return base / LOG_DIR / sweep_name
 
 
@@ -197,9 +197,9 @@ def _schedule(sweep, todo, parallel, base, logs, outcome, stop) -> None:
             outcome[i] = "interrupted"
 
 
-def _print_states(sweep, rdir, outcome) -> None:
+def _print_states(sweep, results, outcome) -> None:
     rows = []
-    for cell, state, runs in states(sweep, rdir):
+    for cell, state, runs in states(sweep, results):
         done = [r for _, s, r in runs if s == "completed"]
         rows.append((cell.index, ",".join(map(str, cell.seeds)), outcome.get(cell.index, "not started"), state,
                      f"{len(done)}/{len(runs)}", _pct_mean([r.test_error for r in done])))
@@ -225,9 +225,9 @@ def sweep_plan(
 
     check_choice("--device", "device", device, DEVICES)
     sweep = sw.load(spec)
-    rdir = store.results_location(results_dir)
+    results = store.results_location(results_dir)
     p = parallel or sweep.spec.parallelism
-    res = pl.plan(sweep, rdir, device, p, bench, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    res = pl.plan(sweep, results, device, p, bench, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     rows = [(c["index"], ",".join(map(str, c["seeds"])), c["layers"], c["epochs"], c["images"],
              None if c["images_per_second"] is None else round(c["images_per_second"]), c["source"],
              pl.duration(c["seconds"])) for c in res["cells"]]
@@ -238,7 +238,7 @@ def sweep_plan(
         print(f"{len(sweep)} cells ({len(sweep.runs)} runs): {'unknown' if hours is None else f'{hours:.2f}'} device-hours; wall-clock with "
               f"{p} at a time: {pl.duration(res['wall_seconds'])}"
               + (f" ({res['unknown_cells']} cells of unknown throughput)" if res["unknown_cells"] else ""))
-    if saved := pl.save(res, rdir):
+    if saved := pl.save(res, results):
         print(f"plan saved to {saved}", file=sys.stderr)
 
 
@@ -250,13 +250,13 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
     from . import plan as pl
 
     sweep = sw.load(spec)
-    rdir = store.results_location(results_dir)
-    planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(rdir, sweep.name) or {}).get("cells", [])
+    results = store.results_location(results_dir)
+    planned = {r["run_id"]: r["seconds"] for c in (pl.load_saved(results, sweep.name) or {}).get("cells", [])
                for r in c.get("runs", [])}
     cells, both = [], []
-    job = slurm.load_job(rdir, sweep.name)  # submitted by `sweep submit --engine slurm`
+    job = slurm.load_job(results, sweep.name)  # submitted by `sweep submit --engine slurm`
     tasks = slurm.task_states(job["job_id"]) if job else {}
-    for cell, state, runs in states(sweep, rdir):
+    for cell, state, runs in states(sweep, results):
         out = []
         for cfg, run_state, row in runs:
             actual = row.train_seconds if row and run_state == "completed" else None
@@ -270,7 +270,7 @@ def sweep_status(spec: str = Spec, fmt: str = Format, results_dir: Optional[str]
         cells.append({"index": cell.index, "state": state, "runs": out})
         if job:
             cells[-1]["slurm"] = _slurm_state(tasks, cell.index, job)
-    title = (f"{sweep.name} in {rdir}: cells {_counts(c['state'] for c in cells)}; runs "
+    title = (f"{sweep.name} in {results}: cells {_counts(c['state'] for c in cells)}; runs "
              f"{_counts(r['state'] for c in cells for r in c['runs'])}")
     if job:
         title += f"; Slurm job {job['job_id']}"

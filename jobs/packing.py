@@ -1,4 +1,4 @@
-"""How a cell's runs are laid out in processes and on GPUs, said once: `train --seeds`, `sweep run` (what each
+"""How a cell's runs are laid out in processes and on GPUs, said once: `train --seeds`, `sweep cell` (what each
 Kubernetes pod runs) and `sweep local` all go through here.
 
 - On a CPU a cell's runs train in one process (core/cell.py): each step already uses every core, and one copy of
@@ -13,11 +13,12 @@ Kubernetes pod runs) and `sweep local` all go through here.
 
 A cell split into processes: this process trains nothing and holds no lease. It skips completed runs, with
 `--if-running exit` leaves the runs another live process holds (exit 3 if that is all of them, as core/cell.py
-does), and starts `resnet-study train ... --seed S` per remaining run with the same run options: each child holds
-its own run's lease, resumes it, checkpoints it, writes its shard. SIGTERM / SIGINT are passed on to every child,
-which checkpoints its run and exits 143 / 130; runs not yet started stay as they were. The children start in a
-session of their own (a terminal's Ctrl-C reaches them once, through this process) and get SIGTERM if this process
-dies (PR_SET_PDEATHSIG). The exit code is the children's, combined by `combine_exit_codes`.
+does), fetches the data set once (from a bucket; with --download), and starts `resnet-study train ... --seed S`
+per remaining run with the same run options: each child holds its own run's lease, resumes it, checkpoints it,
+writes its shard. SIGTERM / SIGINT are passed on to every child, which checkpoints its run and exits 143 / 130;
+runs not yet started stay as they were. The children start in a session of their own (a terminal's Ctrl-C reaches
+them once, through this process) and get SIGTERM if this process dies (PR_SET_PDEATHSIG). The exit code is the
+children's, combined by `combine_exit_codes`.
 
 Progress: with `--progress json` the children's JSON lines go straight to stdout; with a bar (a terminal), this
 process draws one bar per run, advanced per epoch from the children's JSON lines, and prints their log lines above.
@@ -148,6 +149,7 @@ def die_with_parent() -> None:
 
 
 def _train_as_processes(cfgs: list[RunConfig], opts: RunOptions, device: str, log) -> int:
+    from ..core import data  # torch, like core.cell: only the commands that train load it
     from ..core.cell import completed
 
     rdir = store.results_location(opts.results_dir)
@@ -157,6 +159,10 @@ def _train_as_processes(cfgs: list[RunConfig], opts: RunOptions, device: str, lo
         todo = _leave_held(todo, rdir, log)
     if not todo:
         return 0
+    # Fetched once, here, rather than by every child at once into the same folder: a bucket's data set, --download.
+    data_dir = data.local_data_dir(todo[0].dataset, opts.data_dir)
+    if opts.download:
+        data.load(todo[0].dataset, data_dir, download=True)
     gpus = visible_gpus() if device == "cuda" else []
     at_once = min(len(todo), runs_at_once(device, len(gpus)))
     threads = max(1, opts.threads // at_once) if opts.threads else runtime.thread_budget(at_once)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from . import data
+from . import data, datasets
 from .config import RunConfig
 from .model import resnet
 from .train import EVAL_BATCH, resolve_device, synchronize
@@ -37,7 +37,7 @@ def torchvision_root(dataset: str, data_dir: Path | None):
         if dataset == "fashion-mnist":
             raw = tmp / "FashionMNIST" / "raw"
             raw.mkdir(parents=True)
-            for src, stem in zip(data.fashion_mnist_files(base), data.FASHION_MNIST_STEMS):
+            for src, stem in zip(data.fashion_mnist_files(base), datasets.BUILTINS["fashion-mnist"].files):
                 with (gzip.open(src, "rb") if src.suffix == ".gz" else open(src, "rb")) as f_in, \
                         open(raw / stem, "wb") as f_out:
                     shutil.copyfileobj(f_in, f_out)

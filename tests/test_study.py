@@ -178,7 +178,10 @@ def test_comparisons_match_scipy_and_statsmodels(study):
         assert r["diff_ci_low"] == pytest.approx(ci.low, abs=1e-6) and r["diff_ci_high"] == pytest.approx(ci.high,
                                                                                                         abs=1e-6)
         d = abs(b.mean() - a.mean()) / math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-        assert_first_n_with_80pct_power(r["seeds_for_80pct_power"], lambda n: TTestIndPower().power(d, n, 0.05))
+        if d == 0:  # equal means (a tiny study can give two cells the same errors): no n ever reaches 80 %
+            assert r["seeds_for_80pct_power"] is None
+        else:
+            assert_first_n_with_80pct_power(r["seeds_for_80pct_power"], lambda n: TTestIndPower().power(d, n, 0.05))
         tested.append(r)
     assert len(tested) >= 3
     holm = multipletests([r["p_value"] for r in tested], alpha=0.05, method="holm")[1]
